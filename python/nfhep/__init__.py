@@ -1,0 +1,85 @@
+"""nfhep: normalizing flows for high-energy physics, with a C++ core.
+
+Learn densities from ROOT ntuples (MAF, RealNVP, coupling and autoregressive rational-quadratic
+splines), publish them as documented model files, evaluate them from Python, ROOT macros or C++, and
+check what they learned with two-sample statistics (Kolmogorov-Smirnov, sliced Wasserstein, ...).
+
+Submodules are imported on first use, so ``import nfhep`` stays light (torch is loaded only by the parts
+that need it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+try:
+    from . import _core
+except ImportError as _err:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "nfhep's compiled extension nfhep._core could not be imported "
+        f"({_err}). Build and install the package with `pip install .` from the source tree "
+        "(needs a C++17 compiler, CMake >= 3.26 and pybind11), or for development "
+        "`cmake -S . -B build -G Ninja -DNFHEP_PYTHON=ON -DNFHEP_INPLACE=ON && cmake --build build` "
+        "and put python/ on PYTHONPATH."
+    ) from _err
+
+__all__ = [
+    "__version__",
+    "build_info",
+    "get_num_threads",
+    "set_num_threads",
+]
+
+_SUBMODULES = {"bijectors", "flows", "metrics", "io", "train", "cli", "models"}
+
+
+def build_info() -> dict[str, Any]:
+    """Describe how nfhep was built and what it runs with.
+
+    Returns
+    -------
+    dict
+        ``version``, ``compiler``, ``simd`` (the SIMD level the kernels use now), ``simd_compiled``,
+        ``simd_available``, ``num_threads``, ``cuda`` (compiled with CUDA), ``cuda_architectures``,
+        ``cuda_devices`` (visible now) and ``cuda_status`` (why there are none, if none), plus ``torch``
+        (its version, or None if torch is not installed).
+
+    Notes
+    -----
+    The CUDA runtime is queried here, never at import. The machines nfhep is developed on have no GPU:
+    the CUDA kernels are compiled in CI but have not run on a device there.
+    """
+    info = dict(_core.build_info())
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover
+        info["torch"] = None
+    return info
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads of nfhep's C++ kernels (the one threading knob).
+
+    ``n <= 0`` restores the default: the environment variable ``NFHEP_NUM_THREADS`` if set, else the
+    number of CPUs this process may use. torch's own thread count is left alone: nfhep's kernels run
+    while torch waits for them, so the two pools do not compete.
+    """
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads nfhep's C++ kernels use."""
+    return int(_core.get_num_threads())
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'nfhep' has no attribute {name!r}")

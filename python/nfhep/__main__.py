@@ -1,0 +1,5 @@
+"""``python -m nfhep ...`` is the same as the ``nfhep`` command."""
+
+from nfhep.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""Shared test configuration.
+
+- ``CI=true``: tests that need an optional tool (ROOT, nvcc, an anchor library) fail instead of skipping.
+- Hypothesis: no deadline (the machine is shared and noisy); derandomised in CI so runs are repeatable.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+settings.register_profile(
+    "nfhep",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=IN_CI,
+    max_examples=60,
+)
+settings.load_profile("nfhep")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip locally, fail in CI, when an optional requirement is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required in CI but missing: {reason}")
+    pytest.skip(reason)
+
+
+def require_module(name: str):
+    """Import an optional module (anchor libraries, ROOT); skip locally / fail in CI when missing."""
+    try:
+        return __import__(name)
+    except ImportError as err:  # pragma: no cover
+        require(False, f"python module {name!r} is not installed ({err})")
+
+
+def require_executable(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/local/cuda/bin/{name}" if name == "nvcc" else None)
+    require(path is not None and os.path.exists(path), f"executable {name!r} not found")
+    return path  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def in_ci() -> bool:
+    return IN_CI
