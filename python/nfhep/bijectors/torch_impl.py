@@ -51,7 +51,7 @@ def rqs_knots(
         interior knots, :math:`d_0 = d_K = 1` exactly (the spline joins the identity tails smoothly).
     """
     k = (int(params.shape[-1]) + 1) // 3
-    uw, uh, ud = params[..., :k], params[..., k : 2 * k], params[..., 2 * k :]
+    uw, uh, ud = params.split([k, k, k - 1], dim=-1)  # backward: one cat, no zero-filled buffers
 
     def knots(logits: torch.Tensor, minimum: float) -> torch.Tensor:
         frac = minimum + (1.0 - minimum * k) * torch.softmax(logits, dim=-1)
@@ -160,12 +160,12 @@ def _rqs_torch_unchecked(
     idx = (xs.unsqueeze(-1) >= search[..., 1:k]).sum(dim=-1, keepdim=True)
     idx1 = idx + 1
 
-    def at(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        return torch.gather(t, -1, i).squeeze(-1)
-
-    x0, x1 = at(kx, idx), at(kx, idx1)
-    y0, y1 = at(ky, idx), at(ky, idx1)
-    d0, d1 = at(kd, idx), at(kd, idx1)
+    # one gather for the left knot and one for the right knot of each input's bin: (x, y, d) stacked
+    table = torch.stack([kx, ky, kd], dim=-1)  # (..., K+1, 3)
+    left = torch.gather(table, -2, idx.unsqueeze(-1).expand(*idx.shape, 3)).squeeze(-2)
+    right = torch.gather(table, -2, idx1.unsqueeze(-1).expand(*idx1.shape, 3)).squeeze(-2)
+    x0, y0, d0 = left.unbind(-1)
+    x1, y1, d1 = right.unbind(-1)
     w = x1 - x0
     h = y1 - y0
     s = h / w
