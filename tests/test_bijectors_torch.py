@@ -679,3 +679,31 @@ def test_numpy_not_touched_by_torch_path():
     """The torch path accepts tensors only (numpy arrays are refused with a clear message)."""
     with pytest.raises(TypeError, match="'x' must be a torch.Tensor, got ndarray"):
         rqs(np.zeros(3), torch.zeros(3, 5))  # type: ignore[arg-type]
+
+
+# --- CUDA parity (runs only where a CUDA device exists; none on the development machines or CI) -----
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("inverse", [False, True])
+def test_cuda_matches_cpu(dtype, inverse):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device visible to torch (the development machines and CI have none)")
+    k = 8
+    x = rand_x((300, 7), seed=110).to(dtype)
+    p = rand_params((300, 7), k, seed=111).to(dtype)
+    y_cpu, lad_cpu = rqs(x, p, inverse=inverse)
+    xc = x.cuda().requires_grad_()
+    pc = p.cuda().requires_grad_()
+    y, lad = rqs(xc, pc, inverse=inverse)  # CUDA kernels in a CUDA build, else the torch path
+    (y.sum() + lad.sum()).backward()
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    cond = torch.exp(lad_cpu.double()).clamp(min=1.0) if inverse else 1.0
+    assert ((y.detach().cpu().double() - y_cpu.double()).abs() / cond).max() <= tol
+    assert ((lad.detach().cpu().double() - lad_cpu.double()).abs() / cond).max() <= 10 * tol
+    xg, pg = x.clone().requires_grad_(), p.clone().requires_grad_()
+    y2, lad2 = rqs(xg, pg, inverse=inverse, backend="torch")
+    (y2.sum() + lad2.sum()).backward()
+    torch.testing.assert_close(xc.grad.cpu(), xg.grad, rtol=10 * tol, atol=10 * tol)
+    torch.testing.assert_close(pc.grad.cpu(), pg.grad, rtol=10 * tol, atol=10 * tol)
