@@ -63,10 +63,16 @@ def cpp_support(x: torch.Tensor, kind: str = "rqs") -> str | None:
     return None
 
 
+def _flat(x: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detached, contiguous, flattened views (copies only if needed): (n,) and (n, P) for the kernels."""
+    return x.detach().reshape(-1).contiguous(), params.detach().reshape(-1, params.shape[-1]).contiguous()
+
+
 def _grad_or_zeros(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The incoming gradient as a flat contiguous tensor shaped like ``like`` (zeros if None)."""
     if g is None:
         return torch.zeros_like(like, memory_format=torch.contiguous_format)
-    return g.contiguous()
+    return g.reshape(like.shape).contiguous()
 
 
 def _rqs_options(bound: float, mw: float, mh: float, md: float) -> dict[str, float]:
@@ -94,13 +100,13 @@ class RQSFunction(torch.autograd.Function):
         min_derivative: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         opts = _rqs_options(bound, min_bin_width, min_bin_height, min_derivative)
-        xc = x.detach().contiguous()
-        pc = params.detach().contiguous()
+        xc, pc = _flat(x, params)
         mod = _kernels()
         fn = mod.rqs_inverse if inverse else mod.rqs_forward
         y, ld = fn(xc.numpy(), pc.numpy(), **opts)
-        out, lad = torch.from_numpy(y), torch.from_numpy(ld)
+        out, lad = torch.from_numpy(y).view(x.shape), torch.from_numpy(ld).view(x.shape)
         ctx.save_for_backward(xc, pc)
+        ctx.shapes = (x.shape, params.shape)
         ctx.inverse = bool(inverse)
         ctx.opts = opts
         return out, lad
@@ -114,7 +120,7 @@ class RQSFunction(torch.autograd.Function):
         gxn, gpn = _kernels().rqs_backward(
             xc.numpy(), pc.numpy(), go.numpy(), gl.numpy(), inverse=ctx.inverse, **ctx.opts
         )
-        gx, gp = torch.from_numpy(gxn), torch.from_numpy(gpn)
+        gx, gp = torch.from_numpy(gxn).view(ctx.shapes[0]), torch.from_numpy(gpn).view(ctx.shapes[1])
         need_x, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         return (gx if need_x else None, gp if need_p else None, None, None, None, None, None)
 
@@ -130,13 +136,13 @@ class AffineFunction(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, params: torch.Tensor, inverse: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        xc = x.detach().contiguous()
-        pc = params.detach().contiguous()
+        xc, pc = _flat(x, params)
         mod = _kernels()
         fn = mod.affine_inverse if inverse else mod.affine_forward
         y, ld = fn(xc.numpy(), pc.numpy())
-        out, lad = torch.from_numpy(y), torch.from_numpy(ld)
+        out, lad = torch.from_numpy(y).view(x.shape), torch.from_numpy(ld).view(x.shape)
         ctx.save_for_backward(xc, pc)
+        ctx.shapes = (x.shape, params.shape)
         ctx.inverse = bool(inverse)
         return out, lad
 
@@ -149,6 +155,6 @@ class AffineFunction(torch.autograd.Function):
         gxn, gpn = _kernels().affine_backward(
             xc.numpy(), pc.numpy(), go.numpy(), gl.numpy(), inverse=ctx.inverse
         )
-        gx, gp = torch.from_numpy(gxn), torch.from_numpy(gpn)
+        gx, gp = torch.from_numpy(gxn).view(ctx.shapes[0]), torch.from_numpy(gpn).view(ctx.shapes[1])
         need_x, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         return (gx if need_x else None, gp if need_p else None, None)
