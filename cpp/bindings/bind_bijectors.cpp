@@ -272,6 +272,28 @@ void bind_bijectors(pyb::module_& m) {
         "    inverse=True) at `inputs`: forward dL/dx = g exp(s), dL/ds = g x exp(s) + g_lad, dL/dt = g;\n"
         "    inverse dL/dy = g exp(-s), dL/ds = -g (y - t) exp(-s) - g_lad, dL/dt = -g exp(-s).");
   m.def(
+      "_special",
+      [](const std::string& name, const pyb::handle& x_obj) {
+        pyb::array x = as_array(x_obj, "_special", "x");
+        const bool f32 = nfhep::py::is_float32(x, "_special", "x");
+        nfhep::py::require_contiguous(x, "_special", "x");
+        std::vector<pyb::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+        pyb::array out = nfhep::py::new_array(f32, shape);
+        const std::size_t n = static_cast<std::size_t>(x.size());
+        try {
+          if (f32)
+            nfhep::detail::special_function<float>(name.c_str(), ptr<float>(x), n, mptr<float>(out));
+          else
+            nfhep::detail::special_function<double>(name.c_str(), ptr<double>(x), n, mptr<double>(out));
+        } catch (const std::invalid_argument& e) {
+          throw pyb::value_error(e.what());
+        }
+        return out;
+      },
+      "name"_a, "x"_a,
+      "_special(name, x) -> array\n\n    Test hook: nfhep's vectorisable exp/log/log1p/softplus/sigmoid (math/special.hpp)\n"
+      "    evaluated element-wise on a float32/float64 array with the active SIMD level.");
+  m.def(
       "cuda_available",
       [] {
 #if defined(NFHEP_WITH_CUDA)

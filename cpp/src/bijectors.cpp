@@ -112,6 +112,25 @@ void affine_backward(const T* in, const T* params, const T* gout, const T* glad,
   });
 }
 
+namespace detail {
+template <class T>
+void special_function(const char* name, const T* in, std::size_t n, T* out) {
+  const std::string s = name;
+  int fn;
+  if (s == "exp") fn = 0;
+  else if (s == "log") fn = 1;
+  else if (s == "log1p") fn = 2;
+  else if (s == "softplus") fn = 3;
+  else if (s == "sigmoid") fn = 4;
+  else
+    throw std::invalid_argument("special_function: name must be exp, log, log1p, softplus or sigmoid, got '" + s +
+                                "'");
+  NFHEP_DISPATCH(special_eval, fn, in, n, out);
+}
+template NFHEP_API void special_function<float>(const char*, const float*, std::size_t, float*);
+template NFHEP_API void special_function<double>(const char*, const double*, std::size_t, double*);
+}  // namespace detail
+
 #define NFHEP_INSTANTIATE(T)                                                                                     \
   template NFHEP_API void rqs_forward<T>(const T*, const T*, std::size_t, int, const RqsOptions&, T*, T*);       \
   template NFHEP_API void rqs_inverse<T>(const T*, const T*, std::size_t, int, const RqsOptions&, T*, T*);       \

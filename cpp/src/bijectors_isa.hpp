@@ -14,7 +14,8 @@
                 std::size_t end, int K, const ::nfhep::RqsOptions& opt, T* gin, T* gparams);                    \
   void affine_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, T* out, T* lad);  \
   void affine_grad(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin, \
-                   std::size_t end, T* gin, T* gparams);
+                   std::size_t end, T* gin, T* gparams);                                                       \
+  void special_eval(int fn, const T* in, std::size_t n, T* out);
 
 #define NFHEP_BIJECTOR_ISA_NS(ns)  \
   namespace nfhep::detail::ns {     \

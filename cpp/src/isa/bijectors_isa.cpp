@@ -146,6 +146,27 @@ void affine_grad_t(bool inverse, const T* in, const T* params, const T* gout, co
     affine_grad_loop<T, false, false>(inverse, in, params, gout, glad, begin, end, gin, gparams);
 }
 
+template <class T>
+void special_eval_t(int fn, const T* NFHEP_RESTRICT in, std::size_t n, T* NFHEP_RESTRICT out) {
+  switch (fn) {
+    case 0:
+      for (std::size_t i = 0; i < n; ++i) out[i] = math::exp(in[i]);
+      break;
+    case 1:
+      for (std::size_t i = 0; i < n; ++i) out[i] = math::log(in[i]);
+      break;
+    case 2:
+      for (std::size_t i = 0; i < n; ++i) out[i] = math::log1p(in[i]);
+      break;
+    case 3:
+      for (std::size_t i = 0; i < n; ++i) out[i] = math::softplus(in[i]);
+      break;
+    default:
+      for (std::size_t i = 0; i < n; ++i) out[i] = math::sigmoid(in[i]);
+      break;
+  }
+}
+
 }  // namespace
 
 #define NFHEP_BIJ_DEFS(T)                                                                                       \
@@ -163,7 +184,8 @@ void affine_grad_t(bool inverse, const T* in, const T* params, const T* gout, co
   void affine_grad(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,  \
                    std::size_t end, T* gin, T* gparams) {                                                        \
     affine_grad_t<T>(inverse, in, params, gout, glad, begin, end, gin, gparams);                                \
-  }
+  }                                                                                                            \
+  void special_eval(int fn, const T* in, std::size_t n, T* out) { special_eval_t<T>(fn, in, n, out); }
 
 NFHEP_BIJ_DEFS(float)
 NFHEP_BIJ_DEFS(double)

@@ -147,7 +147,8 @@ NFHEP_HD void rqs_softmax_prep(int K, const T* logits, T* e, T* S) {
     }
 }
 
-/// Knot scan. With search = true: finds the bin of v (count of left knots <= v, minus 1) and its knots.
+/// Knot scan (the cumulative sum is compensated, Kahan, so that float32 knots are accurate to ~1 ulp
+/// for any K). With search = true: finds the bin of v (count of left knots <= v, minus 1) and its knots.
 /// With search = false: returns the knots of the given bin. Knots X_j = 2B cumsum(W)_j - B, with the
 /// first exactly -B and the last exactly +B; W_k = min + (1 - min K) e_k / S.
 template <class T, int L, bool Search>
@@ -155,10 +156,11 @@ NFHEP_HD void rqs_knots(int K, T bound, T minb, const T* e, const T* S, const T*
   const T lo = -bound;
   const T span = bound - lo;  // 2B
   const T scale = T(1) - minb * T(K);
-  T cw[L];
+  T cw[L], cc[L];  // running sum of the sizes and its Kahan compensation (float32 keeps ~1 ulp knots)
   T kl[L];
   for (int l = 0; l < L; ++l) {
     cw[l] = T(0);
+    cc[l] = T(0);
     kl[l] = lo;
     if (Search) bin[l] = T(0);
     left[l] = lo;
@@ -169,7 +171,10 @@ NFHEP_HD void rqs_knots(int K, T bound, T minb, const T* e, const T* S, const T*
     const T kt = T(k);
     for (int l = 0; l < L; ++l) {
       const T wk = minb + scale * (e[k * L + l] / S[l]);
-      cw[l] = cw[l] + wk;
+      const T yk = wk - cc[l];
+      const T t = cw[l] + yk;
+      cc[l] = (t - cw[l]) - yk;
+      cw[l] = t;
       const T kr = last ? bound : span * cw[l] + lo;
       const bool take = Search ? (kl[l] <= v[l]) : (kt == bin[l]);
       if (Search) bin[l] = take ? kt : bin[l];
