@@ -733,6 +733,20 @@ def test_non_contiguous_and_broadcast_inputs():
         assert torch.equal(la, torch.full_like(x, 0.3))
 
 
+@pytest.mark.parametrize("backend", PATHS)
+def test_zero_dimensional_input(backend):
+    need(backend)
+    x = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    p = rand_params((), 3, seed=5).requires_grad_()
+    y, lad = rqs(x, p, backend=backend)
+    yr, ladr = rqs(x.detach().reshape(1), p.detach().reshape(1, -1), backend="torch")
+    assert y.shape == () and lad.shape == ()
+    torch.testing.assert_close(y.detach(), yr[0], rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(lad.detach(), ladr[0], rtol=1e-12, atol=1e-12)
+    (y + lad).backward()
+    assert x.grad.shape == () and p.grad.shape == p.shape
+
+
 def test_numpy_not_touched_by_torch_path():
     """The torch path accepts tensors only (numpy arrays are refused with a clear message)."""
     with pytest.raises(TypeError, match="'x' must be a torch.Tensor, got ndarray"):
