@@ -17,7 +17,7 @@
 //   inverse  a = h(s - d0) + (y - Y_b)(d0 + d1 - 2s), b = h d0 - (y - Y_b)(d0 + d1 - 2s), c = -s (y - Y_b),
 //            theta = 2c / (-b - sqrt(max(b^2 - 4ac, 0))) clamped to [0, 1].
 //
-// The block functions work on L lanes at once (the CPU instantiates L = 16 floats / 8 doubles and the
+// The block functions work on L lanes at once (the CPU instantiates L = 16 for float and double, and the
 // compiler vectorises every `for (l < L)` loop; CUDA instantiates L = 1, one element per thread).
 // Parameters are given as a structure-of-arrays block: parameter k of lane l at prm[k * L + l].
 #pragma once
@@ -232,12 +232,14 @@ NFHEP_HD void rqs_block(const RqsConfig<T>& cfg, const T* in, const T* prm, T* s
   rqs_deriv_logits<T, L>(K, prm + 2 * K * L, bin, u0, u1);
   const T lastb = T(K - 1);
   for (int l = 0; l < L; ++l) {
-    const T d0 = bin[l] == T(0) ? T(1) : cfg.min_d + math::softplus(u0[l]);
-    const T d1 = bin[l] == lastb ? T(1) : cfg.min_d + math::softplus(u1[l]);
+    const T sp0 = cfg.min_d + math::softplus(u0[l]);
+    const T sp1 = cfg.min_d + math::softplus(u1[l]);
+    const T d0 = bin[l] == T(0) ? T(1) : sp0;
+    const T d1 = bin[l] == lastb ? T(1) : sp1;
     const T w = xr[l] - xl[l];
     const T h = yr[l] - yl[l];
     const T s = h / w;
-    T o, ld;
+    T o = T(0), ld = T(0);
     if (!Inverse) {
       const T theta = (vs[l] - xl[l]) / w;
       rqs_bin_forward(theta, yl[l], h, s, d0, d1, o, ld);
@@ -285,14 +287,18 @@ NFHEP_HD void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm, 
   for (int l = 0; l < L; ++l) {
     const bool first = bin[l] == T(0);
     const bool lastbin = bin[l] == lastb;
-    const T d0 = first ? T(1) : cfg.min_d + math::softplus(u0[l]);
-    const T d1 = lastbin ? T(1) : cfg.min_d + math::softplus(u1[l]);
+    const T sp0 = cfg.min_d + math::softplus(u0[l]);
+    const T sp1 = cfg.min_d + math::softplus(u1[l]);
+    const T sg0 = math::sigmoid(u0[l]);
+    const T sg1 = math::sigmoid(u1[l]);
+    const T d0 = first ? T(1) : sp0;
+    const T d1 = lastbin ? T(1) : sp1;
     const T w = xr[l] - xl[l];
     const T h = yr[l] - yl[l];
     const T s = h / w;
     const T go = inside[l] != T(0) ? gout[l] : T(0);
     const T gl = inside[l] != T(0) ? glad[l] : T(0);
-    T theta, gy, glf, g_in;
+    T theta = T(0), gy = T(0), glf = T(0), g_in = T(0);
     if (!Inverse) {
       theta = (vs[l] - xl[l]) / w;
       gy = go;
@@ -317,8 +323,8 @@ NFHEP_HD void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm, 
     gXb1[l] = g_w;
     gYb[l] = gy - g_h;
     gYb1[l] = g_h;
-    gu0[l] = first ? T(0) : g.g_d0 * math::sigmoid(u0[l]);
-    gu1[l] = lastbin ? T(0) : g.g_d1 * math::sigmoid(u1[l]);
+    gu0[l] = first ? T(0) : g.g_d0 * sg0;
+    gu1[l] = lastbin ? T(0) : g.g_d1 * sg1;
     gin[l] = inside[l] != T(0) ? g_in : gout[l];
   }
   // Knots -> normalised sizes -> softmax logits. X_j (1 <= j <= K-1) = 2B sum_{k<j} W_k - B, so

@@ -232,9 +232,9 @@ NFHEP_HD T log(T x) {
 template <class T>
 NFHEP_HD T log1p(T x) {
   const T u = T(1) + x;
-  const T us = (u == T(0) || u > T(1e30)) ? T(2) : u;  // keep the correction finite; fixed below
-  const T corr = ((us - T(1)) - x) / us;
-  T out = math::log(u) - ((u == T(0) || u > T(1e30)) ? T(0) : corr);
+  const T lu = math::log(u);
+  const T corr = ((u - T(1)) - x) / u;  // NaN only for u = 0 (0/0) or u = inf (inf/inf)
+  T out = corr == corr ? lu - corr : lu;
   out = u == T(1) ? x : out;
   return out;
 }
