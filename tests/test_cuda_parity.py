@@ -49,14 +49,14 @@ def test_rqs_cpu_cuda_parity(dtype, inverse):
     cpu_o, cpu_l = (B_.rqs_inverse if inverse else B_.rqs_forward)(x, p)
     cpu_gi, cpu_gp = B_.rqs_backward(x, p, g, g, inverse=inverse)
     dx, dp, dg = _dev(torch, x), _dev(torch, p), _dev(torch, g)
-    o, l, gi, gp = (torch.empty_like(dx), torch.empty_like(dx), torch.empty_like(dx), torch.empty_like(dp))
+    o, lad, gi, gp = (torch.empty_like(dx), torch.empty_like(dx), torch.empty_like(dx), torch.empty_like(dp))
     launch = B_.cuda_rqs_inverse if inverse else B_.cuda_rqs_forward
-    launch(dx.data_ptr(), dp.data_ptr(), n, K, o.data_ptr(), l.data_ptr(), dtype=name)
+    launch(dx.data_ptr(), dp.data_ptr(), n, K, o.data_ptr(), lad.data_ptr(), dtype=name)
     B_.cuda_rqs_backward(dx.data_ptr(), dp.data_ptr(), dg.data_ptr(), dg.data_ptr(), n, K, gi.data_ptr(),
                          gp.data_ptr(), dtype=name, inverse=inverse)  # fmt: skip
     torch.cuda.synchronize()
     np.testing.assert_allclose(o.cpu().numpy(), cpu_o, **TOL[dtype])
-    np.testing.assert_allclose(l.cpu().numpy(), cpu_l, **TOL[dtype])
+    np.testing.assert_allclose(lad.cpu().numpy(), cpu_l, **TOL[dtype])
     np.testing.assert_allclose(gi.cpu().numpy(), cpu_gi, **TOL[dtype])
     np.testing.assert_allclose(gp.cpu().numpy(), cpu_gp, **TOL[dtype])
 
@@ -74,13 +74,13 @@ def test_affine_cpu_cuda_parity(dtype, inverse):
     cpu_o, cpu_l = (B_.affine_inverse if inverse else B_.affine_forward)(x, p)
     cpu_gi, cpu_gp = B_.affine_backward(x, p, g, g, inverse=inverse)
     dx, dp, dg = _dev(torch, x), _dev(torch, p), _dev(torch, g)
-    o, l, gi, gp = (torch.empty_like(dx), torch.empty_like(dx), torch.empty_like(dx), torch.empty_like(dp))
+    o, lad, gi, gp = (torch.empty_like(dx), torch.empty_like(dx), torch.empty_like(dx), torch.empty_like(dp))
     launch = B_.cuda_affine_inverse if inverse else B_.cuda_affine_forward
-    launch(dx.data_ptr(), dp.data_ptr(), n, o.data_ptr(), l.data_ptr(), dtype=name)
+    launch(dx.data_ptr(), dp.data_ptr(), n, o.data_ptr(), lad.data_ptr(), dtype=name)
     B_.cuda_affine_backward(dx.data_ptr(), dp.data_ptr(), dg.data_ptr(), dg.data_ptr(), n, gi.data_ptr(),
                             gp.data_ptr(), dtype=name, inverse=inverse)  # fmt: skip
     torch.cuda.synchronize()
-    for got, ref in ((o, cpu_o), (l, cpu_l), (gi, cpu_gi), (gp, cpu_gp)):
+    for got, ref in ((o, cpu_o), (lad, cpu_l), (gi, cpu_gi), (gp, cpu_gp)):
         np.testing.assert_allclose(got.cpu().numpy(), ref, **TOL[dtype])
 
 
