@@ -4,10 +4,9 @@
 // lane l at k*L + l) so that every stage of nfhep/math/rqs.hpp is a `for (l < L)` loop over contiguous
 // memory, which GCC vectorises (see -DNFHEP_VECTORIZE_REPORT=ON). Missing lanes of the last block are
 // padded with x = 0 and zero logits and never stored.
-#include <algorithm>
 #include <cstddef>
-#include <vector>
 
+#include "../bijectors_isa.hpp"
 #include "nfhep/bijectors.hpp"
 #include "nfhep/math/affine.hpp"
 #include "nfhep/math/rqs.hpp"
@@ -23,7 +22,7 @@ namespace {
 // gives up on the per-lane evaluation loop ("control flow in loop").
 template <class T>
 constexpr int lanes() {
-  return 16;
+  return kRqsLanes;
 }
 
 template <class T>
@@ -72,16 +71,15 @@ __attribute__((noinline)) void rqs_block_vjp_ool(const math::RqsConfig<T>& cfg, 
 
 template <class T>
 void rqs_run_t(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, int K,
-               const RqsOptions& opt, T* out, T* lad) {
+               const RqsOptions& opt, T* out, T* lad, T* work) {
   constexpr int L = lanes<T>();
   const int P = 3 * K - 1;
   const math::RqsConfig<T> cfg = make_config<T>(K, opt);
-  std::vector<T> buf(static_cast<std::size_t>(P) * L + static_cast<std::size_t>(math::rqs_scratch_size(K, L)));
-  T* prm = buf.data();
+  T* prm = work;
   T* scr = prm + static_cast<std::size_t>(P) * L;
   alignas(64) T xin[L], yo[L], lo[L];
   for (std::size_t i = begin; i < end; i += L) {
-    const std::size_t m = std::min<std::size_t>(L, end - i);
+    const std::size_t m = end - i < static_cast<std::size_t>(L) ? end - i : static_cast<std::size_t>(L);
     load_lanes<T, L>(in + i, m, xin);
     load_soa<T, L>(params + i * P, m, P, prm);
     if (mode == 0)
@@ -97,17 +95,16 @@ void rqs_run_t(int mode, const T* in, const T* params, std::size_t begin, std::s
 
 template <class T>
 void rqs_grad_t(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,
-                std::size_t end, int K, const RqsOptions& opt, T* gin, T* gparams) {
+                std::size_t end, int K, const RqsOptions& opt, T* gin, T* gparams, T* work) {
   constexpr int L = lanes<T>();
   const int P = 3 * K - 1;
   const math::RqsConfig<T> cfg = make_config<T>(K, opt);
-  std::vector<T> buf(2 * static_cast<std::size_t>(P) * L + static_cast<std::size_t>(math::rqs_scratch_size(K, L)));
-  T* prm = buf.data();
+  T* prm = work;
   T* gp = prm + static_cast<std::size_t>(P) * L;
   T* scr = gp + static_cast<std::size_t>(P) * L;
   alignas(64) T xin[L], go[L], gl[L], gi[L];
   for (std::size_t i = begin; i < end; i += L) {
-    const std::size_t m = std::min<std::size_t>(L, end - i);
+    const std::size_t m = end - i < static_cast<std::size_t>(L) ? end - i : static_cast<std::size_t>(L);
     load_lanes<T, L>(in + i, m, xin);
     load_lanes<T, L>(gout ? gout + i : nullptr, m, go);
     load_lanes<T, L>(glad ? glad + i : nullptr, m, gl);
@@ -189,12 +186,12 @@ void special_eval_t(int fn, const T* NFHEP_RESTRICT in, std::size_t n, T* NFHEP_
 
 #define NFHEP_BIJ_DEFS(T)                                                                                       \
   void rqs_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, int K,               \
-               const ::nfhep::RqsOptions& opt, T* out, T* lad) {                                                \
-    rqs_run_t<T>(mode, in, params, begin, end, K, opt, out, lad);                                               \
+               const ::nfhep::RqsOptions& opt, T* out, T* lad, T* work) {                                       \
+    rqs_run_t<T>(mode, in, params, begin, end, K, opt, out, lad, work);                                         \
   }                                                                                                            \
   void rqs_grad(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,     \
-                std::size_t end, int K, const ::nfhep::RqsOptions& opt, T* gin, T* gparams) {                    \
-    rqs_grad_t<T>(inverse, in, params, gout, glad, begin, end, K, opt, gin, gparams);                           \
+                std::size_t end, int K, const ::nfhep::RqsOptions& opt, T* gin, T* gparams, T* work) {           \
+    rqs_grad_t<T>(inverse, in, params, gout, glad, begin, end, K, opt, gin, gparams, work);                     \
   }                                                                                                            \
   void affine_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, T* out, T* lad) { \
     affine_run_t<T>(mode, in, params, begin, end, out, lad);                                                    \
