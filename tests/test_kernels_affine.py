@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference as R
 
 import nfhep
+import reference as R
 
 B_ = nfhep._core.bijectors
 DTYPES = [np.float32, np.float64]

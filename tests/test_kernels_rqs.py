@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference as R
 from hypothesis import given
 from hypothesis import strategies as st
 
 import nfhep
+import reference as R
 from conftest import require_module
 
 B_ = nfhep._core.bijectors

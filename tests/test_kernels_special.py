@@ -42,7 +42,7 @@ REFS = {
     "log": np.log,
     "log1p": np.log1p,
     "softplus": lambda v: np.logaddexp(0.0, v),
-    "sigmoid": lambda v: np.where(v >= 0, 1.0 / (1.0 + np.exp(-np.abs(v))), np.exp(-np.abs(v)) / (1.0 + np.exp(-np.abs(v)))),
+    "sigmoid": lambda v: np.where(v >= 0, 1.0, np.exp(-np.abs(v))) / (1.0 + np.exp(-np.abs(v))),
 }
 
 

@@ -32,7 +32,8 @@ def _workload(dtype):
 def _run_all(dtype):
     x, p, ap, g = _workload(dtype)
     y, lad = B_.rqs_forward(x, p)
-    out = [y, lad, *B_.rqs_inverse(x, p), *B_.rqs_backward(x, p, g, g), *B_.rqs_backward(y, p, g, g, inverse=True)]
+    out = [y, lad, *B_.rqs_inverse(x, p), *B_.rqs_backward(x, p, g, g)]
+    out += [*B_.rqs_backward(y, p, g, g, inverse=True)]
     out += [*B_.affine_forward(x, ap), *B_.affine_inverse(x, ap), *B_.affine_backward(x, ap, g, g),
             *B_.affine_backward(x, ap, g, g, inverse=True)]  # fmt: skip
     return [o.view(np.uint32 if dtype == np.float32 else np.uint64) for o in out]
@@ -53,7 +54,7 @@ def test_bitwise_identical_across_threads_and_simd(dtype):
         core.set_simd("")
     ref_key = (LEVELS[0], 1)
     for key, res in results.items():
-        for i, (a, b) in enumerate(zip(results[ref_key], res)):
+        for i, (a, b) in enumerate(zip(results[ref_key], res, strict=True)):
             assert np.array_equal(a, b), f"output {i} differs between {ref_key} and {key}"
     assert nfhep.get_num_threads() == before
 

@@ -5,6 +5,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "bijectors_isa.hpp"
 #include "nfhep/parallel.hpp"
@@ -57,7 +58,8 @@ void rqs_forward(const T* x, const T* params, std::size_t n, int K, const RqsOpt
   for (auto [p, a] : {std::pair<const void*, const char*>{x, "x"}, {params, "params"}, {y, "y"}, {lad, "logabsdet"}})
     require_ptr(p, n, "rqs_forward", a);
   parallel_for(n, kRqsChunk, [&](std::size_t b, std::size_t e) {
-    NFHEP_DISPATCH(rqs_run, 0, x, params, b, e, K, opt, y, lad);
+    std::vector<T> work(detail::rqs_work_size(K, false));
+    NFHEP_DISPATCH(rqs_run, 0, x, params, b, e, K, opt, y, lad, work.data());
   });
 }
 
@@ -67,7 +69,8 @@ void rqs_inverse(const T* y, const T* params, std::size_t n, int K, const RqsOpt
   for (auto [p, a] : {std::pair<const void*, const char*>{y, "y"}, {params, "params"}, {x, "x"}, {lad, "logabsdet"}})
     require_ptr(p, n, "rqs_inverse", a);
   parallel_for(n, kRqsChunk, [&](std::size_t b, std::size_t e) {
-    NFHEP_DISPATCH(rqs_run, 1, y, params, b, e, K, opt, x, lad);
+    std::vector<T> work(detail::rqs_work_size(K, false));
+    NFHEP_DISPATCH(rqs_run, 1, y, params, b, e, K, opt, x, lad, work.data());
   });
 }
 
@@ -79,7 +82,8 @@ void rqs_backward(const T* in, const T* params, const T* gout, const T* glad, st
                       {gparams, "grad_params"}})
     require_ptr(p, n, "rqs_backward", a);
   parallel_for(n, kRqsChunk, [&](std::size_t b, std::size_t e) {
-    NFHEP_DISPATCH(rqs_grad, inverse, in, params, gout, glad, b, e, K, opt, gin, gparams);
+    std::vector<T> work(detail::rqs_work_size(K, true));
+    NFHEP_DISPATCH(rqs_grad, inverse, in, params, gout, glad, b, e, K, opt, gin, gparams, work.data());
   });
 }
 
