@@ -30,9 +30,9 @@ def parse_compression(compression: Any):
     if s in ("", "none", "0"):
         return None
     algos = {"zstd": uproot.ZSTD, "zlib": uproot.ZLIB, "lz4": uproot.LZ4, "lzma": uproot.LZMA}
-    name = s.rstrip("0123456789")
-    digits = s[len(name) :]
-    if name not in algos:
+    name = next((a for a in algos if s.startswith(a)), None)
+    digits = s[len(name) :] if name else ""
+    if name is None or (digits and not digits.isdigit()):
         raise ValueError(
             f"compression {compression!r} unknown; use zstd/zlib/lz4/lzma followed by a level "
             "(e.g. 'zstd1'), or 'none'"
