@@ -101,8 +101,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def run_demo(args: argparse.Namespace, *, out=sys.stdout) -> dict[str, Any]:
+def run_demo(args: argparse.Namespace, *, out=None) -> dict[str, Any]:
     """Run the demo; returns the paths written and the figures printed."""
+    out = out if out is not None else sys.stdout
     import torch
 
     from nfhep import io as nio

@@ -53,7 +53,8 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def run(args: argparse.Namespace, *, out=sys.stdout) -> int:
+def run(args: argparse.Namespace, *, out=None) -> int:
+    out = out if out is not None else sys.stdout
     d = describe(args.model)
     if args.json:
         print(json.dumps({k: v for k, v in d.items()}, indent=1, sort_keys=True), file=out)

@@ -91,12 +91,12 @@ def sample_chunks(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, desc="sampling", unit="ev", leave=False)
+        bar = tqdm(total=n, desc="sampling", unit="ev", leave=False, disable=None)
     try:
         with torch.no_grad():
             for start in range(0, n, chunk_size):
                 m = min(chunk_size, n - start)
-                ctx = None
+                ctx = rows = None
                 if cnames:
                     rows = context if context.ndim == 2 else np.broadcast_to(context, (m, len(cnames)))
                     rows = rows[start : start + m] if context.ndim == 2 else rows
@@ -109,9 +109,8 @@ def sample_chunks(
                 if x.shape != (m, len(features)):
                     raise RuntimeError(f"model.sample returned shape {x.shape}, expected {(m, len(features))}")
                 chunk = {name: x[:, j] for j, name in enumerate(features)}
-                if ctx is not None:
-                    c = ctx.cpu().numpy()
-                    chunk.update({name: c[:, j] for j, name in enumerate(cnames)})
+                if rows is not None:  # the context as given (float64), not as cast for the model
+                    chunk.update({name: np.array(rows[:, j], dtype=np.float64) for j, name in enumerate(cnames)})
                 if lp is not None:
                     chunk["log_prob"] = lp.detach().cpu().numpy().reshape(m)
                 if not all(np.isfinite(v).all() for v in chunk.values()):
@@ -124,7 +123,8 @@ def sample_chunks(
             bar.close()
 
 
-def run(args: argparse.Namespace, *, out=sys.stdout) -> int:
+def run(args: argparse.Namespace, *, out=None) -> int:
+    out = out if out is not None else sys.stdout
     from nfhep import io as nio
     from nfhep import modelfile
 

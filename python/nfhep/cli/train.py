@@ -281,8 +281,9 @@ def fit_options(opts: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def train_from_options(opts: Mapping[str, Any], *, out=sys.stdout) -> dict[str, Any]:
+def train_from_options(opts: Mapping[str, Any], *, out=None) -> dict[str, Any]:
     """Read the data, build and fit the model, save it and its history. Returns a summary dict."""
+    out = out if out is not None else sys.stdout
     import torch
 
     from nfhep import io as nio

@@ -549,4 +549,4 @@ def _progress(it, enabled: bool, desc: str):
         return it
     from tqdm.auto import tqdm
 
-    return tqdm(it, desc=desc, unit="chunk", leave=False)
+    return tqdm(it, desc=desc, unit="chunk", leave=False, disable=None)

@@ -239,7 +239,7 @@ def write_root(
     if progress:
         from tqdm.auto import tqdm
 
-        chunks = tqdm(chunks, desc=f"writing {os.path.basename(os.fspath(path))}", unit="chunk", leave=False)
+        chunks = tqdm(chunks, desc=f"writing {os.path.basename(os.fspath(path))}", unit="chunk", leave=False, disable=None)
     with RootWriter(path, tree, compression=compression, title=title) as w:
         for chunk in chunks:
             w.write(chunk)
@@ -275,7 +275,7 @@ def write_friend(
     if progress:
         from tqdm.auto import tqdm
 
-        chunks = tqdm(chunks, desc="writing friend", unit="chunk", leave=False)
+        chunks = tqdm(chunks, desc="writing friend", unit="chunk", leave=False, disable=None)
     with RootWriter(path, tree, compression=compression) as w:
         for chunk in chunks:
             w.write(chunk)
