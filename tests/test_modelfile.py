@@ -313,3 +313,10 @@ def test_checksum_definition():
         h.update(arr.astype(arr.dtype.newbyteorder("<")).tobytes())
     assert modelfile.tensor_checksum(a) == h.hexdigest()
     assert modelfile.tensor_checksum({"b": a["b"], "a": a["a"]}) == h.hexdigest()
+
+
+def test_top_level_aliases():
+    import nfhep
+
+    assert nfhep.load is modelfile.load and nfhep.save is modelfile.save
+    assert nfhep.FormatError is FormatError and issubclass(FormatError, ValueError)
