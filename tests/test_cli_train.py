@@ -34,8 +34,27 @@ TINY = ["--bijectors", "1", "--hidden", "1x8", "--knots", "4", "--epochs", "2", 
 
 def test_train_info_sample_end_to_end(ntuple, tmp_path, capsys):
     model = tmp_path / "m.safetensors"
-    rc = main(["train", f"{ntuple}:events", "--features", "a,b", "--selection", "njet >= 1 && a > -2",
-               "--weights", "w", "--flow", "arqs", "--range", "4", "--seed", "1", *TINY, "-o", str(model)])
+    rc = main(
+        [
+            "train",
+            f"{ntuple}:events",
+            "--features",
+            "a,b",
+            "--selection",
+            "njet >= 1 && a > -2",
+            "--weights",
+            "w",
+            "--flow",
+            "arqs",
+            "--range",
+            "4",
+            "--seed",
+            "1",
+            *TINY,
+            "-o",
+            str(model),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "entries from 1 file(s)" in out and str(model) in out
@@ -59,8 +78,25 @@ def test_train_info_sample_end_to_end(ntuple, tmp_path, capsys):
     assert info["n_parameters"] == sum(p.numel() for p in m.parameters()) > 0
 
     out_root = tmp_path / "gen.root"
-    assert main(["sample", str(model), "-n", "3000", "-o", f"{out_root}:gen", "--seed", "5",
-                 "--log-prob", "--chunk-size", "1000", "-q"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(model),
+                "-n",
+                "3000",
+                "-o",
+                f"{out_root}:gen",
+                "--seed",
+                "5",
+                "--log-prob",
+                "--chunk-size",
+                "1000",
+                "-q",
+            ]
+        )
+        == 0
+    )
     with uproot.open(out_root) as f:
         assert f.classnames() == {"gen;1": "TTree"}
         assert str(f.file.compression) == "ZSTD(1)"
@@ -72,8 +108,24 @@ def test_train_info_sample_end_to_end(ntuple, tmp_path, capsys):
     np.testing.assert_allclose(arr["log_prob"], lp, rtol=1e-4, atol=1e-4)
     # reproducible with the same seed
     again = tmp_path / "again.root"
-    assert main(["sample", str(model), "-n", "3000", "-o", f"{again}:gen", "--seed", "5", "--chunk-size",
-                 "1000", "-q"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(model),
+                "-n",
+                "3000",
+                "-o",
+                f"{again}:gen",
+                "--seed",
+                "5",
+                "--chunk-size",
+                "1000",
+                "-q",
+            ]
+        )
+        == 0
+    )
     with uproot.open(again) as f:
         np.testing.assert_array_equal(f["gen"]["a"].array(library="np"), arr["a"])
 
@@ -82,11 +134,15 @@ def test_train_info_sample_end_to_end(ntuple, tmp_path, capsys):
 def test_config_file_and_override(ntuple, tmp_path, fmt):
     cfg = tmp_path / f"train.{fmt}"
     if fmt == "toml":
-        cfg.write_text(f'data = ["{ntuple}:events"]\nfeatures = ["a", "b"]\nflow = "maf"\n'
-                       'hidden = "1x8"\nbijectors = 1\nepochs = 50\nbatch-size = 256\nquiet = true\n')
+        cfg.write_text(
+            f'data = ["{ntuple}:events"]\nfeatures = ["a", "b"]\nflow = "maf"\n'
+            'hidden = "1x8"\nbijectors = 1\nepochs = 50\nbatch-size = 256\nquiet = true\n'
+        )
     else:
-        cfg.write_text(f"data: ['{ntuple}:events']\nfeatures: a,b\nflow: maf\nhidden: 1x8\nbijectors: 1\n"
-                       "epochs: 50\nbatch_size: 256\nquiet: true\n")
+        cfg.write_text(
+            f"data: ['{ntuple}:events']\nfeatures: a,b\nflow: maf\nhidden: 1x8\nbijectors: 1\n"
+            "epochs: 50\nbatch_size: 256\nquiet: true\n"
+        )
     model = tmp_path / "m.safetensors"
     assert main(["train", "--config", str(cfg), "--epochs", "1", "-o", str(model)]) == 0  # flag wins
     meta = modelfile.read_metadata(model)
@@ -97,8 +153,24 @@ def test_config_file_and_override(ntuple, tmp_path, fmt):
 
 def test_conditional_train_and_sample(ntuple, tmp_path):
     model = tmp_path / "c.safetensors"
-    assert main(["train", str(ntuple), "--features", "a,b", "--context", "mass", "--flow", "realnvp",
-                 *TINY, "-o", str(model)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(ntuple),
+                "--features",
+                "a,b",
+                "--context",
+                "mass",
+                "--flow",
+                "realnvp",
+                *TINY,
+                "-o",
+                str(model),
+            ]
+        )
+        == 0
+    )
     assert modelfile.read_metadata(model)["context"] == ["mass"]
     out = tmp_path / "c.root"
     assert main(["sample", str(model), "-n", "500", "--context", "mass=1.5", "-o", str(out), "-q"]) == 0
@@ -110,14 +182,33 @@ def test_conditional_train_and_sample(ntuple, tmp_path):
     out2 = tmp_path / "c2.root"
     assert main(["sample", str(model), "--context-from", f"{ntuple}:events", "-o", str(out2), "-q"]) == 0
     with uproot.open(out2) as f:
-        np.testing.assert_array_equal(f["samples"]["mass"].array(library="np"),
-                                      uproot.open(ntuple)["events"]["mass"].array(library="np"))
+        np.testing.assert_array_equal(
+            f["samples"]["mass"].array(library="np"),
+            uproot.open(ntuple)["events"]["mass"].array(library="np"),
+        )
 
 
 def test_streamed_training(ntuple, tmp_path):
     model = tmp_path / "s.safetensors"
-    assert main(["train", str(ntuple), "--features", "a,b", "--stream", "--step-size", "400", "--flow", "crqs",
-                 *TINY, "-o", str(model)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(ntuple),
+                "--features",
+                "a,b",
+                "--stream",
+                "--step-size",
+                "400",
+                "--flow",
+                "crqs",
+                *TINY,
+                "-o",
+                str(model),
+            ]
+        )
+        == 0
+    )
     assert modelfile.read_metadata(model)["provenance"]["data"]["n_entries"] == 1500
 
 
@@ -161,8 +252,24 @@ def test_config_file_errors(ntuple, tmp_path, capsys):
 
 def test_sample_argument_errors(ntuple, tmp_path, capsys):
     model = tmp_path / "m.safetensors"
-    assert main(["train", str(ntuple), "--features", "a,b", "--context", "mass", "--flow", "maf", *TINY,
-                 "-o", str(model)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(ntuple),
+                "--features",
+                "a,b",
+                "--context",
+                "mass",
+                "--flow",
+                "maf",
+                *TINY,
+                "-o",
+                str(model),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     cases = [
         (["-n", "5", "-o", str(tmp_path / "x.root")], "conditional on mass"),

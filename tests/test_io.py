@@ -11,9 +11,9 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
-from conftest import require
 
 import nfhep.io as nio
+from conftest import require
 from nfhep.io import (
     BadValuesError,
     EmptySelectionError,
@@ -146,8 +146,9 @@ def test_write_friend_checks_entries(two_files):
 # -- reading ------------------------------------------------------------------------------------------
 def test_round_trip_glob_context_weights(two_files):
     path, d0, d1 = two_files
-    s = read_features(str(path / "run*.root:events"), ["a", "b"], context=["k", "flag"], weights="w",
-                      step_size=128)
+    s = read_features(
+        str(path / "run*.root:events"), ["a", "b"], context=["k", "flag"], weights="w", step_size=128
+    )
     assert s.x.dtype == np.float64 and s.x.shape == (1200, 2)
     np.testing.assert_array_equal(s.x[:, 0], np.concatenate([d0["a"], d1["a"]]))
     np.testing.assert_array_equal(s.x[:, 1], np.concatenate([d0["b"], d1["b"]]).astype(np.float64))
@@ -265,8 +266,9 @@ def test_jagged_and_array_branches(tmp_path):
     p = tmp_path / "jag.root"
     with uproot.recreate(p) as f:
         f.mktree("t", {"x": "f8", "jets": "var * float64", "v3": ("f8", (3,))})
-        f["t"].extend({"x": np.arange(4.0), "jets": ak.Array([[1.0], [], [2.0, 3.0], [4.0]]),
-                       "v3": np.ones((4, 3))})
+        f["t"].extend(
+            {"x": np.arange(4.0), "jets": ak.Array([[1.0], [], [2.0, 3.0], [4.0]]), "v3": np.ones((4, 3))}
+        )
     with pytest.raises(JaggedBranchError, match="feature branch 'jets' in tree 't'.*jagged"):
         read_features(p, ["x", "jets"])
     with pytest.raises(JaggedBranchError, match=r"fixed-size array \(3,\)"):

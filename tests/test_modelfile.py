@@ -33,8 +33,16 @@ def _model(family: str, *, context: bool, dtype=torch.float32, seed: int = 0):
 def _small_options(family: str) -> dict:
     from nfhep.cli.train import flow_options
 
-    opts = {"flow": family, "bijectors": 2, "hidden": "2x16", "knots": 5, "range": 4.0,
-            "activation": "relu", "permutation": "reverse", "log_features": None}
+    opts = {
+        "flow": family,
+        "bijectors": 2,
+        "hidden": "2x16",
+        "knots": 5,
+        "range": 4.0,
+        "activation": "relu",
+        "permutation": "reverse",
+        "log_features": None,
+    }
     return flow_options(opts)
 
 

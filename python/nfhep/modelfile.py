@@ -110,7 +110,9 @@ def _parse(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, dict[str, 
     if not isinstance(meta, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
     ):
-        raise FormatError(f"{where}: no string-to-string '__metadata__' in the header: not an nfhep model file")
+        raise FormatError(
+            f"{where}: no string-to-string '__metadata__' in the header: not an nfhep model file"
+        )
     spans = []
     for name, entry in header.items():
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
@@ -134,7 +136,8 @@ def _parse(raw: bytes, where: str) -> tuple[dict[str, Any], dict[str, dict[str, 
         nbytes = math.prod(shape) * _DTYPES[dt].itemsize
         if offs[1] - offs[0] != nbytes:
             raise FormatError(
-                f"{where}: tensor {name!r}: {dt} {shape} needs {nbytes} bytes, offsets span {offs[1] - offs[0]}"
+                f"{where}: tensor {name!r}: {dt} {shape} needs {nbytes} bytes, "
+                f"offsets span {offs[1] - offs[0]}"
             )
         if offs[1] > len(data):
             raise FormatError(
@@ -392,9 +395,7 @@ def load(path: str | os.PathLike, *, device: Any = None):
             )
         t = torch.from_numpy(arr)
         if t.dtype != ref.dtype:
-            raise FormatError(
-                f"{where}: tensor {name!r} has dtype {t.dtype}, the model needs {ref.dtype}"
-            )
+            raise FormatError(f"{where}: tensor {name!r} has dtype {t.dtype}, the model needs {ref.dtype}")
         if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
             raise FormatError(f"{where}: tensor {name!r} holds NaN or inf values")
         tensors[name] = t

@@ -61,7 +61,7 @@ class CMoG:
         x = np.asarray(x, dtype=np.float64)
         d = self.dims
         terms = []
-        for w, mu, L in zip(self.weights, self.means, self.chols):
+        for w, mu, L in zip(self.weights, self.means, self.chols, strict=True):
             r = solve_triangular(L, (x - mu).T, lower=True)
             maha = np.sum(r * r, axis=0)
             logdet = 2.0 * np.sum(np.log(np.diag(L)))
@@ -92,7 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dims", type=int, default=4, help="dimensions of the synthetic density [4]")
     p.add_argument("--epochs", type=int, default=40, help="maximum training epochs [40]")
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience [10]")
-    p.add_argument("--flow", choices=("maf", "realnvp", "crqs", "arqs"), default="arqs", help="flow family [arqs]")
+    p.add_argument(
+        "--flow", choices=("maf", "realnvp", "crqs", "arqs"), default="arqs", help="flow family [arqs]"
+    )
     p.add_argument("--hidden", default="3x64", help="conditioner layers [3x64]")
     p.add_argument("--bijectors", type=int, default=2, help="flow layers [2]")
     p.add_argument("--knots", type=int, default=8, help="spline bins [8]")
@@ -153,14 +155,24 @@ def run_demo(args: argparse.Namespace, *, out=None) -> dict[str, Any]:
             "quiet": args.quiet,
         }
     )
-    log(f"training {args.flow} ({args.bijectors} bijectors, hidden {args.hidden}) for up to {args.epochs} epochs")
+    log(
+        f"training {args.flow} ({args.bijectors} bijectors, hidden {args.hidden}) "
+        f"for up to {args.epochs} epochs"
+    )
     result = train_cli.train_from_options(opts, out=out)
 
     # 3. sample, exactly as `nfhep sample` would
     samples_path = outdir / "samples.root"
     sargs = argparse.Namespace(
-        model=str(model_path), events=float(n_test), output=f"{samples_path}:events", context=None,
-        context_from=None, seed=args.seed + 3, chunk_size=100_000, log_prob=False, compression="zstd1",
+        model=str(model_path),
+        events=float(n_test),
+        output=f"{samples_path}:events",
+        context=None,
+        context_from=None,
+        seed=args.seed + 3,
+        chunk_size=100_000,
+        log_prob=False,
+        compression="zstd1",
         quiet=args.quiet,
     )
     sample_cli.run(sargs, out=out)

@@ -98,9 +98,21 @@ def run(args: argparse.Namespace, *, out=None) -> int:
         )
         for f in data.get("files", []):
             lines.append(f"    {f.get('path')}:{f.get('tree')}  sha256 {f.get('sha256')}")
-    extra = {k: v for k, v in prov.items()
-             if k not in ("nfhep_version", "torch_version", "python_version", "created", "training_seconds",
-                          "history", "data", "training")}
+    extra = {
+        k: v
+        for k, v in prov.items()
+        if k
+        not in (
+            "nfhep_version",
+            "torch_version",
+            "python_version",
+            "created",
+            "training_seconds",
+            "history",
+            "data",
+            "training",
+        )
+    }
     for k, v in extra.items():
         lines.append(f"  {k:<16} {_fmt(v)}")
     print("\n".join(lines), file=out)

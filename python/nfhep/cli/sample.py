@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -31,15 +30,27 @@ __all__ = ["parse_context_values", "sample_chunks"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file (.safetensors) written by nfhep train")
-    p.add_argument("-n", "--events", type=float, default=None,
-                   help="number of events (1e6 accepted); required unless --context-from is given")
-    p.add_argument("-o", "--output", required=True, help="output ROOT file, optionally :tree (default tree 'samples')")
+    p.add_argument(
+        "-n",
+        "--events",
+        type=float,
+        default=None,
+        help="number of events (1e6 accepted); required unless --context-from is given",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, help="output ROOT file, optionally :tree (default tree 'samples')"
+    )
     p.add_argument("--context", default=None, help="fixed context values NAME=VALUE,... (conditional models)")
-    p.add_argument("--context-from", default=None,
-                   help="ROOT file[:tree] with the context branches, one sampled event per entry")
+    p.add_argument(
+        "--context-from",
+        default=None,
+        help="ROOT file[:tree] with the context branches, one sampled event per entry",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed [0]")
     p.add_argument("--chunk-size", type=int, default=100_000, help="events generated and written per chunk")
-    p.add_argument("--log-prob", action="store_true", help="also write the model's log density as branch 'log_prob'")
+    p.add_argument(
+        "--log-prob", action="store_true", help="also write the model's log density as branch 'log_prob'"
+    )
     p.add_argument("--compression", default="zstd1", help="zstd1 (default), zlib1, lz4, lzma, none")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -107,10 +118,14 @@ def sample_chunks(
                     x, lp = model.sample(m, context=ctx), None
                 x = x.detach().cpu().numpy()
                 if x.shape != (m, len(features)):
-                    raise RuntimeError(f"model.sample returned shape {x.shape}, expected {(m, len(features))}")
+                    raise RuntimeError(
+                        f"model.sample returned shape {x.shape}, expected {(m, len(features))}"
+                    )
                 chunk = {name: x[:, j] for j, name in enumerate(features)}
                 if rows is not None:  # the context as given (float64), not as cast for the model
-                    chunk.update({name: np.array(rows[:, j], dtype=np.float64) for j, name in enumerate(cnames)})
+                    chunk.update(
+                        {name: np.array(rows[:, j], dtype=np.float64) for j, name in enumerate(cnames)}
+                    )
                 if lp is not None:
                     chunk["log_prob"] = lp.detach().cpu().numpy().reshape(m)
                 if not all(np.isfinite(v).all() for v in chunk.values()):
@@ -175,5 +190,7 @@ def run(args: argparse.Namespace, *, out=None) -> int:
         ),
         compression=args.compression,
     )
-    print(f"nfhep sample: wrote {written} events to {path}:{tree} (branches: {', '.join(features)})", file=out)
+    print(
+        f"nfhep sample: wrote {written} events to {path}:{tree} (branches: {', '.join(features)})", file=out
+    )
     return 0

@@ -98,50 +98,91 @@ def _split_list(value: Any) -> list[str] | None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     S = argparse.SUPPRESS  # unset flags stay absent, so config-file values are not overridden
     g = p.add_argument_group("input")
-    g.add_argument("data", nargs="*", default=S,
-                   help="ROOT inputs: file.root, file.root:tree, glob patterns ('runs/*.root:events'); "
-                        "the tree is auto-detected when a file has exactly one")
-    g.add_argument("--features", default=S, help="comma-separated branches to learn, e.g. px,py,pz (required)")
-    g.add_argument("--context", default=S,
-                   help="comma-separated branches to condition on (conditional flow), e.g. a model parameter")
+    g.add_argument(
+        "data",
+        nargs="*",
+        default=S,
+        help="ROOT inputs: file.root, file.root:tree, glob patterns ('runs/*.root:events'); "
+        "the tree is auto-detected when a file has exactly one",
+    )
+    g.add_argument(
+        "--features", default=S, help="comma-separated branches to learn, e.g. px,py,pz (required)"
+    )
+    g.add_argument(
+        "--context",
+        default=S,
+        help="comma-separated branches to condition on (conditional flow), e.g. a model parameter",
+    )
     g.add_argument("--weights", default=S, help="branch of per-event weights (weighted maximum likelihood)")
-    g.add_argument("--selection", default=S,
-                   help="cut, ROOT style ('njet >= 2 && abs(eta) < 2.5') or uproot style")
-    g.add_argument("--drop-bad", action="store_true", default=S,
-                   help="drop rows with NaN/inf values (count reported) instead of stopping with an error")
-    g.add_argument("--stream", action="store_true", default=S,
-                   help="stream the inputs chunk by chunk instead of loading them (data larger than memory)")
+    g.add_argument(
+        "--selection", default=S, help="cut, ROOT style ('njet >= 2 && abs(eta) < 2.5') or uproot style"
+    )
+    g.add_argument(
+        "--drop-bad",
+        action="store_true",
+        default=S,
+        help="drop rows with NaN/inf values (count reported) instead of stopping with an error",
+    )
+    g.add_argument(
+        "--stream",
+        action="store_true",
+        default=S,
+        help="stream the inputs chunk by chunk instead of loading them (data larger than memory)",
+    )
     g.add_argument("--step-size", type=int, default=S, help="entries per chunk when reading (default 100000)")
-    g.add_argument("--config", default=None, help="TOML (.toml) or YAML (.yaml/.yml) file with any of these options")
+    g.add_argument(
+        "--config", default=None, help="TOML (.toml) or YAML (.yaml/.yml) file with any of these options"
+    )
 
     g = p.add_argument_group("flow (papers' defaults in brackets)")
-    g.add_argument("--flow", choices=("maf", "realnvp", "crqs", "arqs"), default=S,
-                   help="family: maf (affine autoregressive, arXiv:1705.07057), realnvp (affine coupling, "
-                        "arXiv:1605.08803), crqs / arqs (coupling / autoregressive rational-quadratic "
-                        "spline, arXiv:1906.04032) [arqs]")
+    g.add_argument(
+        "--flow",
+        choices=("maf", "realnvp", "crqs", "arqs"),
+        default=S,
+        help="family: maf (affine autoregressive, arXiv:1705.07057), realnvp (affine coupling, "
+        "arXiv:1605.08803), crqs / arqs (coupling / autoregressive rational-quadratic "
+        "spline, arXiv:1906.04032) [arqs]",
+    )
     g.add_argument("--bijectors", type=int, default=S, help="number of flow layers [2]")
-    g.add_argument("--hidden", default=S,
-                   help="conditioner network, LAYERSxUNITS or comma list: 3x64 (LHC toy), 3x128 (EW fit), "
-                        "3x1024 (flavor fit) [3x128]")
+    g.add_argument(
+        "--hidden",
+        default=S,
+        help="conditioner network, LAYERSxUNITS or comma list: 3x64 (LHC toy), 3x128 (EW fit), "
+        "3x1024 (flavor fit) [3x128]",
+    )
     g.add_argument("--knots", type=int, default=S, help="spline bins K (crqs/arqs): 4 (EW), 8 (flavor) [8]")
-    g.add_argument("--range", type=float, default=S,
-                   help="spline half-width B, identity outside [-B, B] in standardised units: 6 (EW), 5 "
-                        "(flavor) [5]")
+    g.add_argument(
+        "--range",
+        type=float,
+        default=S,
+        help="spline half-width B, identity outside [-B, B] in standardised units: 6 (EW), 5 (flavor) [5]",
+    )
     g.add_argument("--activation", default=S, help="hidden-layer activation [relu]")
     g.add_argument("--permutation", default=S, help="permutation between layers: reverse or random [reverse]")
-    g.add_argument("--log-features", default=S,
-                   help="comma-separated strictly positive features to log-transform before standardising")
+    g.add_argument(
+        "--log-features",
+        default=S,
+        help="comma-separated strictly positive features to log-transform before standardising",
+    )
     g.add_argument("--dtype", choices=("float32", "float64"), default=S, help="weights dtype [float32]")
 
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=S, help="maximum epochs: 200 (LHC toy), 800 (EW) [200]")
-    g.add_argument("--patience", type=int, default=S,
-                   help="early stopping: epochs without validation improvement; best weights are restored [20]")
+    g.add_argument(
+        "--patience",
+        type=int,
+        default=S,
+        help="early stopping: epochs without validation improvement; best weights are restored [20]",
+    )
     g.add_argument("--batch-size", type=int, default=S, help="mini-batch size [512]")
     g.add_argument("--lr", type=float, default=S, help="Adam learning rate [1e-3]")
     g.add_argument("--lr-factor", type=float, default=S, help="learning-rate factor on plateau [0.2]")
-    g.add_argument("--lr-patience", type=int, default=S, help="epochs without improvement before reducing lr [10]")
-    g.add_argument("--l1", type=float, default=S, help="L1 penalty on conditioner weights: 1e-4 (flavor fit) [0]")
+    g.add_argument(
+        "--lr-patience", type=int, default=S, help="epochs without improvement before reducing lr [10]"
+    )
+    g.add_argument(
+        "--l1", type=float, default=S, help="L1 penalty on conditioner weights: 1e-4 (flavor fit) [0]"
+    )
     g.add_argument("--l2", type=float, default=S, help="L2 penalty on conditioner weights [0]")
     g.add_argument("--clip-grad-norm", type=float, default=S, help="clip the gradient norm (off by default)")
     g.add_argument("--val-split", type=float, default=S, help="validation fraction, random and seeded [0.2]")

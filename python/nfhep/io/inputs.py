@@ -93,23 +93,17 @@ def find_tree(file, path: str, tree: str | None):
     """Return the uproot TTree ``tree`` from an open file (auto-detected when ``tree`` is None)."""
     if tree is None:
         names = sorted(
-            name
-            for name, cls in file.classnames(cycle=False, recursive=True).items()
-            if cls in TREE_CLASSES
+            name for name, cls in file.classnames(cycle=False, recursive=True).items() if cls in TREE_CLASSES
         )
         if len(names) != 1:
             what = "no TTree" if not names else f"{len(names)} trees ({', '.join(names)})"
-            raise MissingTreeError(
-                f"file {path!r} has {what}; name the tree as '{path}:TREE'"
-            )
+            raise MissingTreeError(f"file {path!r} has {what}; name the tree as '{path}:TREE'")
         tree = names[0]
     try:
         obj = file[tree]
     except KeyError:
         names = sorted(
-            name
-            for name, cls in file.classnames(cycle=False, recursive=True).items()
-            if cls in TREE_CLASSES
+            name for name, cls in file.classnames(cycle=False, recursive=True).items() if cls in TREE_CLASSES
         )
         raise MissingTreeError(
             f"tree {tree!r} not found in file {path!r} (trees in the file: {', '.join(names) or 'none'})"

@@ -106,7 +106,6 @@ class _Plan:
         self.specs: list[InputSpec] = resolve_inputs(inputs)
         self.sources: list[SourceFile] = []
         self.chunks: list[tuple[int, int, int]] = []  # (source index, entry_start, entry_stop)
-        import uproot
 
         for spec in self.specs:
             with uproot.open(spec.path) as f:
@@ -165,9 +164,7 @@ class _Plan:
                     "nfhep needs one number per entry per feature"
                 )
             if dtype.kind not in "biuf":
-                raise NonNumericBranchError(
-                    f"{where} has dtype {dtype} ({branch.typename}), not a number"
-                )
+                raise NonNumericBranchError(f"{where} has dtype {dtype} ({branch.typename}), not a number")
 
     # -- reading ----------------------------------------------------------------------------------
     def read_chunk(self, k: int) -> tuple[dict[str, np.ndarray], int]:
@@ -290,9 +287,7 @@ class Sample:
     ) -> Iterator[dict[str, np.ndarray | None]]:
         """Yield ``{"x", "context", "weights"}`` chunks (rows permuted when ``shuffle_seed`` is set)."""
         n = self.n_entries
-        order = (
-            np.random.default_rng(shuffle_seed).permutation(n) if shuffle_seed is not None else None
-        )
+        order = np.random.default_rng(shuffle_seed).permutation(n) if shuffle_seed is not None else None
         for start in range(0, n, chunk_size):
             idx = order[start : start + chunk_size] if order is not None else slice(start, start + chunk_size)
             yield {

@@ -45,7 +45,7 @@ class _ElementWise(ast.NodeTransformer):
         # a < b < c  ->  (a < b) & (b < c), element-wise
         parts = []
         left = node.left
-        for op, right in zip(node.ops, node.comparators):
+        for op, right in zip(node.ops, node.comparators, strict=True):
             parts.append(ast.Compare(left=left, ops=[op], comparators=[right]))
             left = right
         out = parts[0]

@@ -124,9 +124,7 @@ class RootWriter:
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"output directory {directory!r} does not exist")
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=directory
-        )
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.path)}.", suffix=".tmp", dir=directory)
         os.close(fd)
         self._tmp = tmp
         try:
@@ -149,9 +147,7 @@ class RootWriter:
             self._types = types
             self._mktree()
         elif set(types) != set(self._types):
-            raise ValueError(
-                f"chunk branches {sorted(types)} differ from the tree's {sorted(self._types)}"
-            )
+            raise ValueError(f"chunk branches {sorted(types)} differ from the tree's {sorted(self._types)}")
         lengths = {len(np.asarray(a)) for a in arrays.values()}
         if len(lengths) > 1:
             raise ValueError(f"branches of one chunk differ in length: {sorted(lengths)}")
@@ -239,7 +235,13 @@ def write_root(
     if progress:
         from tqdm.auto import tqdm
 
-        chunks = tqdm(chunks, desc=f"writing {os.path.basename(os.fspath(path))}", unit="chunk", leave=False, disable=None)
+        chunks = tqdm(
+            chunks,
+            desc=f"writing {os.path.basename(os.fspath(path))}",
+            unit="chunk",
+            leave=False,
+            disable=None,
+        )
     with RootWriter(path, tree, compression=compression, title=title) as w:
         for chunk in chunks:
             w.write(chunk)
@@ -280,9 +282,7 @@ def write_friend(
         for chunk in chunks:
             w.write(chunk)
             if w.n_entries > expected:
-                raise ValueError(
-                    f"friend tree {tree!r} would have more entries than {like!r} ({expected})"
-                )
+                raise ValueError(f"friend tree {tree!r} would have more entries than {like!r} ({expected})")
         if w.n_entries != expected:
             raise ValueError(
                 f"friend tree {tree!r} has {w.n_entries} entries but {like!r} has {expected}: "
