@@ -223,17 +223,14 @@ def _metrics_report(test, gen, outdir: Path, features, *, seed: int, out) -> str
         note = f"two-sample metrics skipped: nfhep.metrics.compare is not available in this build ({err})"
         print(note, file=out)
         return note
-    try:
-        report = compare(test, gen, names=list(features), seed=seed, plots=str(outdir / "plots"))
-    except TypeError:
-        report = compare(test, gen)
-    text = None
-    for attr in ("to_markdown", "markdown"):
-        fn = getattr(report, attr, None)
-        if fn is not None:
-            text = fn() if callable(fn) else fn
-            break
-    print("\ntwo-sample metrics (test sample vs flow sample):\n" + (text or str(report)), file=out)
+    report = compare(test, gen, features=list(features), seed=seed)
+    table = report.to_markdown(outdir / "metrics.md")
+    plots = report.plot(outdir / "plots")
+    print(
+        "\ntwo-sample metrics (x = test sample from the true density, y = flow sample):\n" + table,
+        file=out,
+    )
+    print(f"metrics table: {outdir / 'metrics.md'}; {len(plots)} plots in {outdir / 'plots'}", file=out)
     return "metrics computed with nfhep.metrics.compare"
 
 
