@@ -89,15 +89,15 @@ def sample_chunks(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield chunks ``{feature: values, context...: values, ["log_prob"]}`` of ``n`` sampled events.
 
-    ``context`` is None, one row (C,) used for every event, or (n, C) rows. The generator is seeded once,
-    so the output depends on ``seed`` and ``chunk_size`` only.
+    ``context`` is None, one row (C,) used for every event, or (n, C) rows. A ``torch.Generator`` seeded once
+    with ``seed`` drives the draws, so the output depends on ``seed`` and ``chunk_size`` only.
     """
     import torch
 
     features = list(model.features)
     cnames = list(getattr(model, "context_features", ()) or ())
     dtype = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), torch.float32)
-    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(int(seed))
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -113,9 +113,9 @@ def sample_chunks(
                     rows = rows[start : start + m] if context.ndim == 2 else rows
                     ctx = torch.as_tensor(np.ascontiguousarray(rows), dtype=dtype)
                 if log_prob:
-                    x, lp = model.sample_and_log_prob(m, context=ctx)
+                    x, lp = model.sample_and_log_prob(m, context=ctx, generator=gen)
                 else:
-                    x, lp = model.sample(m, context=ctx), None
+                    x, lp = model.sample(m, context=ctx, generator=gen), None
                 x = x.detach().cpu().numpy()
                 if x.shape != (m, len(features)):
                     raise RuntimeError(

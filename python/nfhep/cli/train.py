@@ -63,6 +63,10 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "activation": "relu",
     "permutation": "reverse",
     "log_features": None,
+    "bounds": None,
+    "dropout": 0.0,
+    "batch_norm": False,
+    "actnorm": False,
     "dtype": "float32",
     "epochs": 200,
     "patience": 20,
@@ -164,6 +168,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=S,
         help="comma-separated strictly positive features to log-transform before standardising",
     )
+    g.add_argument(
+        "--bounds",
+        default=S,
+        help="physical bounds NAME=LOW:HIGH,... (empty side = open, e.g. pt=0:,eta=-2.5:2.5): the feature "
+        "is mapped by a log/logit before standardising, samples never leave the bounds",
+    )
+    g.add_argument("--dropout", type=float, default=S, help="dropout in the conditioner hidden layers [0]")
+    g.add_argument("--batch-norm", action="store_true", default=S, help="batch norm in the conditioners [off]")
+    g.add_argument("--actnorm", action="store_true", default=S, help="ActNorm before every bijector [off]")
     g.add_argument("--dtype", choices=("float32", "float64"), default=S, help="weights dtype [float32]")
 
     g = p.add_argument_group("training")
@@ -295,12 +308,49 @@ def flow_options(opts: Mapping[str, Any]) -> dict[str, Any]:
         "hidden": parse_hidden(opts["hidden"]),
         "activation": opts["activation"],
         "permutation": opts["permutation"],
+        "seed": int(opts["seed"]),
+        "dropout": float(opts["dropout"]),
+        "batch_norm": bool(opts["batch_norm"]),
+        "actnorm": bool(opts["actnorm"]),
     }
     if opts["flow"] in ("crqs", "arqs"):
         out["knots"] = int(opts["knots"])
-        out["bound"] = float(opts["range"])
+        out["range"] = float(opts["range"])
     if opts.get("log_features"):
         out["log_features"] = list(opts["log_features"])
+    if opts.get("bounds"):
+        out["bounds"] = parse_bounds(opts["bounds"])
+    return out
+
+
+def parse_bounds(value: Any) -> dict[str, tuple[float | None, float | None]]:
+    """``"pt=0:,eta=-2.5:2.5"`` (or a mapping ``{"pt": [0, None]}``) -> ``{"pt": (0.0, None), ...}``."""
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items()]
+    else:
+        items = []
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "=" not in part or ":" not in part.split("=", 1)[1]:
+                raise ValueError(f"--bounds: expected NAME=LOW:HIGH, got {part!r}")
+            name, rng = part.split("=", 1)
+            items.append((name.strip(), rng.split(":", 1)))
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for name, pair in items:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"--bounds: {name!r} needs (low, high), got {pair!r}")
+        lim: list[float | None] = []
+        for v in pair:
+            if v is None or (isinstance(v, str) and v.strip() in ("", "inf", "-inf", "+inf")):
+                lim.append(None)
+                continue
+            try:
+                lim.append(float(v))
+            except (TypeError, ValueError):
+                raise ValueError(f"--bounds: {name!r}: {v!r} is not a number") from None
+        out[name] = (lim[0], lim[1])
     return out
 
 
@@ -318,7 +368,7 @@ def fit_options(opts: Mapping[str, Any]) -> dict[str, Any]:
         "l2": float(opts["l2"]),
         "clip_grad_norm": None if opts["clip_grad_norm"] is None else float(opts["clip_grad_norm"]),
         "seed": int(opts["seed"]),
-        "progress": not opts["quiet"],
+        "progress": False if opts["quiet"] else "auto",
     }
 
 
