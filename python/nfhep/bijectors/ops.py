@@ -1,0 +1,154 @@
+r"""``torch.autograd.Function``\ s over nfhep's C++ bijector kernels: the one place torch meets ``_core``.
+
+The forward of each Function calls the C++ kernel on the tensors' memory (zero-copy through
+``Tensor.numpy()`` on contiguous, detached CPU tensors; the GIL is released while the kernel runs) and its
+backward calls the analytic vector-Jacobian-product kernel (``rqs_backward`` / ``affine_backward``).
+
+The backward is **first-order only** (``once_differentiable``): differentiating the gradient again (e.g.
+a Hessian-vector product or a gradient penalty) raises an error; use the pure-torch path
+(``backend="torch"``) when higher derivatives are needed.
+
+CUDA tensors currently take the pure-torch path (see :func:`cpp_support`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .. import _core
+
+__all__ = [
+    "AffineFunction",
+    "RQSFunction",
+    "cpp_support",
+]
+
+_CPP_DTYPES = (torch.float32, torch.float64)
+
+
+def _kernels() -> Any:
+    return getattr(_core, "bijectors", None)
+
+
+def cpp_support(x: torch.Tensor, kind: str = "rqs") -> str | None:
+    """Why the compiled kernels cannot evaluate ``x`` (a sentence), or ``None`` if they can.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        The input tensor (its device and dtype decide).
+    kind : {"rqs", "affine"}
+        The bijector.
+    """
+    if x.dtype not in _CPP_DTYPES:
+        return f"the C++ kernels support float32 and float64 only, got {x.dtype}"
+    if x.device.type not in ("cpu", "cuda"):
+        return f"nfhep has no kernels for device type {x.device.type!r} (CPU and CUDA only)"
+    mod = _kernels()
+    if mod is None or not hasattr(mod, f"{kind}_forward"):
+        return (
+            f"this build of nfhep._core has no {kind} kernels (rebuild nfhep from a source tree that "
+            "contains them)"
+        )
+    if x.device.type == "cuda":
+        if not bool(_core.build_info()["cuda"]):
+            return (
+                "this nfhep was built without CUDA; rebuild with "
+                "`pip install . -Ccmake.define.NFHEP_CUDA=ON` to run the kernels on CUDA tensors"
+            )
+        return "nfhep's CUDA launchers are not wired into the torch ops yet (the torch path runs on CUDA)"
+    return None
+
+
+def _grad_or_zeros(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    if g is None:
+        return torch.zeros_like(like, memory_format=torch.contiguous_format)
+    return g.contiguous()
+
+
+def _rqs_options(bound: float, mw: float, mh: float, md: float) -> dict[str, float]:
+    return {"bound": bound, "min_bin_width": mw, "min_bin_height": mh, "min_derivative": md}
+
+
+class RQSFunction(torch.autograd.Function):
+    r"""Rational-quadratic spline through nfhep's C++ kernels (forward or inverse), with analytic backward.
+
+    ``RQSFunction.apply(x, params, inverse, bound, min_bin_width, min_bin_height, min_derivative)``
+    returns ``(output, logabsdet)``; ``params`` must already have the full shape ``x.shape + (3K-1,)``
+    (arguments are validated by :func:`nfhep.bijectors.rqs`, which is the function to call).
+    First-order differentiable only.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        params: torch.Tensor,
+        inverse: bool,
+        bound: float,
+        min_bin_width: float,
+        min_bin_height: float,
+        min_derivative: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        opts = _rqs_options(bound, min_bin_width, min_bin_height, min_derivative)
+        xc = x.detach().contiguous()
+        pc = params.detach().contiguous()
+        mod = _kernels()
+        fn = mod.rqs_inverse if inverse else mod.rqs_forward
+        y, ld = fn(xc.numpy(), pc.numpy(), **opts)
+        out, lad = torch.from_numpy(y), torch.from_numpy(ld)
+        ctx.save_for_backward(xc, pc)
+        ctx.inverse = bool(inverse)
+        ctx.opts = opts
+        return out, lad
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor | None, grad_lad: torch.Tensor | None) -> tuple[Any, ...]:
+        xc, pc = ctx.saved_tensors
+        go = _grad_or_zeros(grad_out, xc)
+        gl = _grad_or_zeros(grad_lad, xc)
+        gxn, gpn = _kernels().rqs_backward(
+            xc.numpy(), pc.numpy(), go.numpy(), gl.numpy(), inverse=ctx.inverse, **ctx.opts
+        )
+        gx, gp = torch.from_numpy(gxn), torch.from_numpy(gpn)
+        need_x, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        return (gx if need_x else None, gp if need_p else None, None, None, None, None, None)
+
+
+class AffineFunction(torch.autograd.Function):
+    r"""Affine bijector :math:`y = x e^s + t` through nfhep's C++ kernels, with analytic backward.
+
+    ``AffineFunction.apply(x, params, inverse)`` returns ``(output, logabsdet)``; ``params`` must already
+    have the full shape ``x.shape + (2,)``. First-order differentiable only.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, params: torch.Tensor, inverse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        xc = x.detach().contiguous()
+        pc = params.detach().contiguous()
+        mod = _kernels()
+        fn = mod.affine_inverse if inverse else mod.affine_forward
+        y, ld = fn(xc.numpy(), pc.numpy())
+        out, lad = torch.from_numpy(y), torch.from_numpy(ld)
+        ctx.save_for_backward(xc, pc)
+        ctx.inverse = bool(inverse)
+        return out, lad
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor | None, grad_lad: torch.Tensor | None) -> tuple[Any, ...]:
+        xc, pc = ctx.saved_tensors
+        go = _grad_or_zeros(grad_out, xc)
+        gl = _grad_or_zeros(grad_lad, xc)
+        gxn, gpn = _kernels().affine_backward(
+            xc.numpy(), pc.numpy(), go.numpy(), gl.numpy(), inverse=ctx.inverse
+        )
+        gx, gp = torch.from_numpy(gxn), torch.from_numpy(gpn)
+        need_x, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        return (gx if need_x else None, gp if need_p else None, None)
