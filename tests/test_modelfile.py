@@ -23,7 +23,12 @@ def _model(family: str, *, context: bool, dtype=torch.float32, seed: int = 0):
     torch.manual_seed(seed)
     kw = {"context_features": ("c0", "c1")} if context else {}
     m = Model.create(family, ["x0", "x1", "x2"], **kw, **_small_options(family))
-    # move the weights away from their initial values so a fresh model would differ
+    # fitted preprocessing constants and weights moved away from their initial values, so a fresh model
+    # built from the configuration alone would differ
+    g = torch.Generator().manual_seed(7)
+    xfit = 2.0 + 3.0 * torch.randn(200, 3, generator=g, dtype=torch.float64)
+    cfit = -1.0 + 0.5 * torch.randn(200, 2, generator=g, dtype=torch.float64) if context else None
+    m.preprocessing.fit(xfit, context=cfit)
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -31,9 +36,10 @@ def _model(family: str, *, context: bool, dtype=torch.float32, seed: int = 0):
 
 
 def _small_options(family: str) -> dict:
-    from nfhep.cli.train import flow_options
+    from nfhep.cli.train import TRAIN_DEFAULTS, flow_options
 
     opts = {
+        **TRAIN_DEFAULTS,
         "flow": family,
         "bijectors": 2,
         "hidden": "2x16",

@@ -55,7 +55,7 @@ _READABLE_VERSIONS = (1,)
 MAX_HEADER_BYTES = 100_000_000
 
 #: Metadata keys owned by the file format; every other top-level key is the model configuration.
-_RESERVED = ("format", "version", "dtype", "checksum", "provenance")
+_RESERVED = ("format", "version", "dtype", "checksum", "permutations", "provenance")
 
 # safetensors dtype code -> numpy dtype (little-endian); the codes a model file may contain.
 _DTYPES: dict[str, np.dtype] = {
@@ -316,6 +316,7 @@ def save(model, path: str | os.PathLike, *, provenance: Mapping[str, Any] | None
         **config,
         "dtype": dtype,
         "checksum": {"algorithm": "sha256", "value": tensor_checksum(arrays)},
+        "permutations": _permutations(arrays),
         "provenance": prov,
     }
     blob = st_save(tensors, metadata={"nfhep": json.dumps(doc, sort_keys=True)})
@@ -337,6 +338,11 @@ def save(model, path: str | os.PathLike, *, provenance: Mapping[str, Any] | None
             pass
         raise
     return out
+
+
+def _permutations(arrays: Mapping[str, np.ndarray]) -> dict[str, list[int]]:
+    """The feature permutations (tensors named ``*.perm``), repeated in the metadata for readers."""
+    return {k: [int(i) for i in v.reshape(-1)] for k, v in sorted(arrays.items()) if k.endswith(".perm")}
 
 
 def load(path: str | os.PathLike, *, device: Any = None):
@@ -370,6 +376,8 @@ def load(path: str | os.PathLike, *, device: Any = None):
 
     from nfhep.model import Model
 
+    if "permutations" in doc and doc["permutations"] != _permutations(arrays):
+        raise FormatError(f"{where}: the permutations in the metadata differ from the 'perm' tensors")
     config = {k: v for k, v in doc.items() if k not in _RESERVED}
     try:
         model = Model.from_config(config)

@@ -175,7 +175,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "is mapped by a log/logit before standardising, samples never leave the bounds",
     )
     g.add_argument("--dropout", type=float, default=S, help="dropout in the conditioner hidden layers [0]")
-    g.add_argument("--batch-norm", action="store_true", default=S, help="batch norm in the conditioners [off]")
+    g.add_argument("--batch-norm", action="store_true", default=S, help="batch norm in conditioners [off]")
     g.add_argument("--actnorm", action="store_true", default=S, help="ActNorm before every bijector [off]")
     g.add_argument("--dtype", choices=("float32", "float64"), default=S, help="weights dtype [float32]")
 
