@@ -302,13 +302,17 @@ def test_options_dropout_batchnorm_actnorm_float32(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_one_feature(family):
-    flow = make_flow(family, 1) if False else FLOWS[family](1, context=1, hidden=[8]).double()
+@pytest.mark.parametrize("context", [0, 1])
+def test_one_feature(family, context):
+    """D = 1: coupling layers condition on the context only (or a learned constant); MADE likewise."""
+    torch.manual_seed(0)
+    flow = FLOWS[family](1, context=context, hidden=[8]).double()
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(0.2 * torch.randn_like(p))
     x = torch.randn(10, 1, dtype=torch.float64)
-    c = torch.randn(10, 1, dtype=torch.float64)
+    c = torch.randn(10, 1, dtype=torch.float64) if context else None
     z, ld = flow.transform(x, c)
     xr, _ = flow.inverse(z, c)
     torch.testing.assert_close(xr, x, rtol=0, atol=1e-10)
+    assert not torch.allclose(z, x)

@@ -358,8 +358,12 @@ class Preprocessing(nn.Module):
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
-        """Inverse of :meth:`to_dict` (constants included)."""
+    def from_dict(cls, d: Mapping[str, Any], *, dtype: torch.dtype | None = None) -> Preprocessing:
+        """Inverse of :meth:`to_dict` (constants included), buffers in ``dtype`` (default: torch's default).
+
+        The constants of ``to_dict`` are float64; in a float32 model they are rounded (a model file's
+        tensors, loaded with ``load_state_dict``, carry them exactly in the model's dtype).
+        """
         p = cls(
             standardize=d.get("standardize", True),
             log=d.get("log", ()),
@@ -367,6 +371,8 @@ class Preprocessing(nn.Module):
             features=d.get("features"),
             context=d.get("context", 0),
         )
+        if dtype is not None:
+            p.to(dtype)
         with torch.no_grad():
             for name in ("mean", "std", "context_mean", "context_std"):
                 if d.get(name) is not None and len(d[name]) == getattr(p, name).numel():

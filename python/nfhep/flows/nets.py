@@ -77,6 +77,11 @@ class MLP(nn.Module):
         out_bias: torch.Tensor | None = None,
     ):
         super().__init__()
+        if in_features == 0:
+            # nothing to condition on: the output is a learned constant (parameter ``const``)
+            self.net = None
+            self.const = nn.Parameter(out_bias.clone() if out_bias is not None else torch.zeros(out_features))
+            return
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden:
@@ -91,6 +96,8 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.net is None:
+            return self.const.expand(x.shape[0], -1)
         return self.net(x)
 
 
