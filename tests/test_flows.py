@@ -20,6 +20,15 @@ from nfhep.flows import (
     parse_hidden,
 )
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small networks: torch's intra-op threads only add contention on the shared 2-core CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 FAMILIES = sorted(FLOWS)
 D = 3
 CASES = [(f, c) for f in FAMILIES for c in (0, 2)]

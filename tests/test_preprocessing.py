@@ -14,6 +14,15 @@ from nfhep.model import Model
 from nfhep.preprocessing import Preprocessing
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small networks: torch's intra-op threads only add contention on the shared 2-core CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _x(n=500, seed=0):
     rng = np.random.default_rng(seed)
     return np.stack(

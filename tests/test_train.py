@@ -14,6 +14,15 @@ from nfhep.model import Model
 from nfhep.train import History, _split_mask, fit
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small networks: torch's intra-op threads only add contention on the shared 2-core CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _data(n=600, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.multivariate_normal([1.0, -2.0], [[1.0, 0.8], [0.8, 1.5]], n)
