@@ -1,6 +1,289 @@
-// Bindings of the bijectors kernels (filled in by the bijectors work).
+// Bindings of the bijector kernels: nfhep._core.bijectors (numpy in, numpy out).
+//
+// Validation (types, dtypes, shapes, contiguity, spline options) happens with the GIL held and every
+// error names the function and the argument; the compute runs with the GIL released. float32 and float64
+// only, all arrays of one call in the same dtype, never a silent cast.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-namespace pyb = pybind11;
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
 
-void bind_bijectors(pyb::module_& m) { (void)m; }
+#include "bind_common.hpp"
+#include "nfhep/bijectors.hpp"
+
+#if defined(NFHEP_WITH_CUDA)
+#include "nfhep/cuda/bijectors.hpp"
+#endif
+
+namespace pyb = pybind11;
+using namespace pyb::literals;
+using nfhep::py::as_array;
+
+namespace {
+
+struct Checked {
+  bool f32 = false;
+  std::size_t n = 0;
+  int P = 0;
+  std::vector<pyb::ssize_t> shape;       // S
+  std::vector<pyb::ssize_t> pshape;      // S + (P,)
+};
+
+// Validate the element-wise arrays (all of shape S) and params (shape S + (P,)).
+// `elems` are (array, name) pairs; the first one is the reference for dtype and shape.
+Checked check_arrays(const char* func, const std::vector<std::pair<pyb::array, const char*>>& elems,
+                     const pyb::array& params, bool rqs) {
+  Checked c;
+  const pyb::array& ref = elems.front().first;
+  const char* ref_name = elems.front().second;
+  c.f32 = nfhep::py::is_float32(ref, func, ref_name);
+  if (ref.ndim() == 0)
+    throw pyb::value_error(std::string(func) + ": argument '" + ref_name +
+                           "' must have at least one dimension (shape S), got a 0-d array");
+  for (const auto& [a, name] : elems) {
+    nfhep::py::require_same_dtype(a, c.f32, func, name, ref_name);
+    nfhep::py::require_contiguous(a, func, name);
+  }
+  nfhep::py::require_same_dtype(params, c.f32, func, "params", ref_name);
+  nfhep::py::require_contiguous(params, func, "params");
+  c.shape.assign(ref.shape(), ref.shape() + ref.ndim());
+  for (const auto& [a, name] : elems) {
+    if (a.ndim() != ref.ndim() || !std::equal(c.shape.begin(), c.shape.end(), a.shape()))
+      throw pyb::value_error(std::string(func) + ": argument '" + name + "' must have the same shape as '" +
+                             ref_name + "' " + nfhep::py::shape_str(ref) + ", got shape " +
+                             nfhep::py::shape_str(a));
+  }
+  const std::string expected_p = rqs ? "(P = 3K - 1 spline parameters, K >= 2)" : "(P = 2: s, t)";
+  if (params.ndim() != ref.ndim() + 1 || !std::equal(c.shape.begin(), c.shape.end(), params.shape()))
+    throw pyb::value_error(std::string(func) + ": argument 'params' must have shape " +
+                           nfhep::py::shape_str(ref).substr(0, nfhep::py::shape_str(ref).size() - 1) +
+                           (ref.ndim() == 1 ? " " : ", ") + "P) " + expected_p + ", got shape " +
+                           nfhep::py::shape_str(params));
+  c.P = static_cast<int>(params.shape(params.ndim() - 1));
+  if (rqs) {
+    if ((c.P + 1) % 3 != 0 || (c.P + 1) / 3 < 2)
+      throw pyb::value_error(std::string(func) + ": argument 'params' must have a last axis of P = 3K - 1 with an "
+                             "integer number of bins K >= 2 (P = 5, 8, 11, ...), got P = " + std::to_string(c.P));
+  } else if (c.P != 2) {
+    throw pyb::value_error(std::string(func) + ": argument 'params' must have a last axis of size 2 (s, t), got " +
+                           std::to_string(c.P));
+  }
+  c.n = 1;
+  for (auto s : c.shape) c.n *= static_cast<std::size_t>(s);
+  c.pshape = c.shape;
+  c.pshape.push_back(c.P);
+  return c;
+}
+
+nfhep::RqsOptions rqs_options(const char* func, int K, double bound, double mbw, double mbh, double md) {
+  nfhep::RqsOptions o;
+  o.bound = bound;
+  o.min_bin_width = mbw;
+  o.min_bin_height = mbh;
+  o.min_derivative = md;
+  try {
+    nfhep::validate_rqs(K, o);
+  } catch (const std::invalid_argument& e) {
+    throw pyb::value_error(std::string(func) + ": " + e.what());
+  }
+  return o;
+}
+
+template <class T>
+const T* ptr(const pyb::array& a) {
+  return static_cast<const T*>(a.data());
+}
+template <class T>
+T* mptr(pyb::array& a) {
+  return static_cast<T*>(a.mutable_data());
+}
+
+pyb::tuple rqs_apply(const char* func, bool inverse, const pyb::handle& in_obj, const pyb::handle& params_obj,
+                     double bound, double mbw, double mbh, double md) {
+  const char* in_name = inverse ? "y" : "x";
+  pyb::array in = as_array(in_obj, func, in_name);
+  pyb::array params = as_array(params_obj, func, "params");
+  const Checked c = check_arrays(func, {{in, in_name}}, params, true);
+  const int K = (c.P + 1) / 3;
+  const nfhep::RqsOptions o = rqs_options(func, K, bound, mbw, mbh, md);
+  pyb::array out = nfhep::py::new_array(c.f32, c.shape);
+  pyb::array lad = nfhep::py::new_array(c.f32, c.shape);
+  {
+    pyb::gil_scoped_release release;
+    if (c.f32) {
+      if (inverse)
+        nfhep::rqs_inverse<float>(ptr<float>(in), ptr<float>(params), c.n, K, o, mptr<float>(out), mptr<float>(lad));
+      else
+        nfhep::rqs_forward<float>(ptr<float>(in), ptr<float>(params), c.n, K, o, mptr<float>(out), mptr<float>(lad));
+    } else {
+      if (inverse)
+        nfhep::rqs_inverse<double>(ptr<double>(in), ptr<double>(params), c.n, K, o, mptr<double>(out),
+                                   mptr<double>(lad));
+      else
+        nfhep::rqs_forward<double>(ptr<double>(in), ptr<double>(params), c.n, K, o, mptr<double>(out),
+                                   mptr<double>(lad));
+    }
+  }
+  return pyb::make_tuple(out, lad);
+}
+
+pyb::tuple rqs_backward_py(const pyb::handle& in_obj, const pyb::handle& params_obj, const pyb::handle& go_obj,
+                           const pyb::handle& gl_obj, bool inverse, double bound, double mbw, double mbh,
+                           double md) {
+  const char* func = "rqs_backward";
+  pyb::array in = as_array(in_obj, func, "inputs");
+  pyb::array params = as_array(params_obj, func, "params");
+  pyb::array go = as_array(go_obj, func, "grad_output");
+  pyb::array gl = as_array(gl_obj, func, "grad_logabsdet");
+  const Checked c = check_arrays(func, {{in, "inputs"}, {go, "grad_output"}, {gl, "grad_logabsdet"}}, params, true);
+  const int K = (c.P + 1) / 3;
+  const nfhep::RqsOptions o = rqs_options(func, K, bound, mbw, mbh, md);
+  pyb::array gin = nfhep::py::new_array(c.f32, c.shape);
+  pyb::array gp = nfhep::py::new_array(c.f32, c.pshape);
+  {
+    pyb::gil_scoped_release release;
+    if (c.f32)
+      nfhep::rqs_backward<float>(ptr<float>(in), ptr<float>(params), ptr<float>(go), ptr<float>(gl), c.n, K, o,
+                                 inverse, mptr<float>(gin), mptr<float>(gp));
+    else
+      nfhep::rqs_backward<double>(ptr<double>(in), ptr<double>(params), ptr<double>(go), ptr<double>(gl), c.n, K,
+                                  o, inverse, mptr<double>(gin), mptr<double>(gp));
+  }
+  return pyb::make_tuple(gin, gp);
+}
+
+pyb::tuple affine_apply(const char* func, bool inverse, const pyb::handle& in_obj, const pyb::handle& params_obj) {
+  const char* in_name = inverse ? "y" : "x";
+  pyb::array in = as_array(in_obj, func, in_name);
+  pyb::array params = as_array(params_obj, func, "params");
+  const Checked c = check_arrays(func, {{in, in_name}}, params, false);
+  pyb::array out = nfhep::py::new_array(c.f32, c.shape);
+  pyb::array lad = nfhep::py::new_array(c.f32, c.shape);
+  {
+    pyb::gil_scoped_release release;
+    if (c.f32) {
+      if (inverse)
+        nfhep::affine_inverse<float>(ptr<float>(in), ptr<float>(params), c.n, mptr<float>(out), mptr<float>(lad));
+      else
+        nfhep::affine_forward<float>(ptr<float>(in), ptr<float>(params), c.n, mptr<float>(out), mptr<float>(lad));
+    } else {
+      if (inverse)
+        nfhep::affine_inverse<double>(ptr<double>(in), ptr<double>(params), c.n, mptr<double>(out),
+                                      mptr<double>(lad));
+      else
+        nfhep::affine_forward<double>(ptr<double>(in), ptr<double>(params), c.n, mptr<double>(out),
+                                      mptr<double>(lad));
+    }
+  }
+  return pyb::make_tuple(out, lad);
+}
+
+pyb::tuple affine_backward_py(const pyb::handle& in_obj, const pyb::handle& params_obj, const pyb::handle& go_obj,
+                              const pyb::handle& gl_obj, bool inverse) {
+  const char* func = "affine_backward";
+  pyb::array in = as_array(in_obj, func, "inputs");
+  pyb::array params = as_array(params_obj, func, "params");
+  pyb::array go = as_array(go_obj, func, "grad_output");
+  pyb::array gl = as_array(gl_obj, func, "grad_logabsdet");
+  const Checked c = check_arrays(func, {{in, "inputs"}, {go, "grad_output"}, {gl, "grad_logabsdet"}}, params, false);
+  pyb::array gin = nfhep::py::new_array(c.f32, c.shape);
+  pyb::array gp = nfhep::py::new_array(c.f32, c.pshape);
+  {
+    pyb::gil_scoped_release release;
+    if (c.f32)
+      nfhep::affine_backward<float>(ptr<float>(in), ptr<float>(params), ptr<float>(go), ptr<float>(gl), c.n,
+                                    inverse, mptr<float>(gin), mptr<float>(gp));
+    else
+      nfhep::affine_backward<double>(ptr<double>(in), ptr<double>(params), ptr<double>(go), ptr<double>(gl), c.n,
+                                     inverse, mptr<double>(gin), mptr<double>(gp));
+  }
+  return pyb::make_tuple(gin, gp);
+}
+
+const char* kRqsDocCommon = R"(
+    Rational-quadratic spline of Durkan et al. (arXiv:1906.04032) on [-bound, bound] with K bins and
+    identity tails, in nflows' parameterisation (``unconstrained_rational_quadratic_spline``,
+    tails='linear'): params[..., :K] are width logits, params[..., K:2K] height logits, params[..., 2K:]
+    the K-1 interior derivative logits; widths = min_bin_width + (1 - min_bin_width K) softmax(w),
+    heights likewise, derivatives = min_derivative + softplus(u), boundary derivatives exactly 1.
+    Inputs outside [-bound, bound] pass through with logabsdet 0; NaN -> NaN, +-inf -> +-inf.
+    Arrays: float32 or float64 (all the same dtype), C-contiguous; params has shape S + (3K-1,).
+    Multi-threaded (nfhep.set_num_threads) and vectorised; the GIL is released during the compute.)";
+
+}  // namespace
+
+void bind_bijectors(pyb::module_& m) {
+  const std::string common = kRqsDocCommon;
+  m.def(
+      "rqs_forward",
+      [](const pyb::handle& x, const pyb::handle& params, double bound, double mbw, double mbh, double md) {
+        return rqs_apply("rqs_forward", false, x, params, bound, mbw, mbh, md);
+      },
+      "x"_a, "params"_a, pyb::kw_only(), "bound"_a = 5.0, "min_bin_width"_a = 1e-3, "min_bin_height"_a = 1e-3,
+      "min_derivative"_a = 1e-3,
+      ("rqs_forward(x, params, *, bound=5.0, min_bin_width=1e-3, min_bin_height=1e-3, min_derivative=1e-3)"
+       " -> (y, logabsdet)\n\n    y = RQS(x) and logabsdet = log|dy/dx|, both of the shape of x.\n" + common)
+          .c_str());
+  m.def(
+      "rqs_inverse",
+      [](const pyb::handle& y, const pyb::handle& params, double bound, double mbw, double mbh, double md) {
+        return rqs_apply("rqs_inverse", true, y, params, bound, mbw, mbh, md);
+      },
+      "y"_a, "params"_a, pyb::kw_only(), "bound"_a = 5.0, "min_bin_width"_a = 1e-3, "min_bin_height"_a = 1e-3,
+      "min_derivative"_a = 1e-3,
+      ("rqs_inverse(y, params, *, bound=5.0, min_bin_width=1e-3, min_bin_height=1e-3, min_derivative=1e-3)"
+       " -> (x, logabsdet)\n\n    x = RQS^-1(y) and logabsdet = log|dx/dy| = -log|dy/dx| at x (stable root of\n"
+       "    the quadratic, discriminant clamped at 0, bin coordinate clamped to [0, 1]).\n" + common)
+          .c_str());
+  m.def("rqs_backward", &rqs_backward_py, "inputs"_a, "params"_a, "grad_output"_a, "grad_logabsdet"_a,
+        pyb::kw_only(), "inverse"_a = false, "bound"_a = 5.0, "min_bin_width"_a = 1e-3, "min_bin_height"_a = 1e-3,
+        "min_derivative"_a = 1e-3,
+        ("rqs_backward(inputs, params, grad_output, grad_logabsdet, *, inverse=False, bound=5.0, ...)"
+         " -> (grad_inputs, grad_params)\n\n"
+         "    Analytic vector-Jacobian product of (output, logabsdet) of rqs_forward (inverse=False) or\n"
+         "    rqs_inverse (inverse=True) evaluated at `inputs`: grad_inputs = g_out d out/d in + g_lad d lad/d in,\n"
+         "    grad_params (shape S + (3K-1,)) likewise through softmax, cumsum and softplus. The inverse uses\n"
+         "    the implicit-function derivative dx/dy = 1/f'(x), dx/dp = -(df/dp)/f'(x). Tails:\n"
+         "    grad_inputs = grad_output, grad_params = 0.\n" + common)
+            .c_str());
+  m.def(
+      "affine_forward",
+      [](const pyb::handle& x, const pyb::handle& params) { return affine_apply("affine_forward", false, x, params); },
+      "x"_a, "params"_a,
+      "affine_forward(x, params) -> (y, logabsdet)\n\n"
+      "    Affine bijector of MAF/RealNVP (arXiv:1705.07057, arXiv:1605.08803): y = x exp(s) + t,\n"
+      "    logabsdet = s, with params[..., 0] = s and params[..., 1] = t (params shape S + (2,)).\n"
+      "    float32 or float64, C-contiguous; NaN/inf propagate by IEEE arithmetic.");
+  m.def(
+      "affine_inverse",
+      [](const pyb::handle& y, const pyb::handle& params) { return affine_apply("affine_inverse", true, y, params); },
+      "y"_a, "params"_a,
+      "affine_inverse(y, params) -> (x, logabsdet)\n\n"
+      "    x = (y - t) exp(-s), logabsdet = log|dx/dy| = -s (see affine_forward).");
+  m.def("affine_backward", &affine_backward_py, "inputs"_a, "params"_a, "grad_output"_a, "grad_logabsdet"_a,
+        pyb::kw_only(), "inverse"_a = false,
+        "affine_backward(inputs, params, grad_output, grad_logabsdet, *, inverse=False)"
+        " -> (grad_inputs, grad_params)\n\n"
+        "    Vector-Jacobian product of (output, logabsdet) of affine_forward (or affine_inverse when\n"
+        "    inverse=True) at `inputs`: forward dL/dx = g exp(s), dL/ds = g x exp(s) + g_lad, dL/dt = g;\n"
+        "    inverse dL/dy = g exp(-s), dL/ds = -g (y - t) exp(-s) - g_lad, dL/dt = -g exp(-s).");
+  m.def(
+      "cuda_available",
+      [] {
+#if defined(NFHEP_WITH_CUDA)
+        return true;
+#else
+        return false;
+#endif
+      },
+      "True if this build of nfhep contains the CUDA kernels (cuda_* functions). It does not probe for a\n"
+      "device: calling a cuda_* function without one raises RuntimeError naming the CUDA error.");
+#if defined(NFHEP_WITH_CUDA)
+  void bind_bijectors_cuda(pyb::module_ & m);
+  bind_bijectors_cuda(m);
+#endif
+}

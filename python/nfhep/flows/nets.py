@@ -77,6 +77,11 @@ class MLP(nn.Module):
         out_bias: torch.Tensor | None = None,
     ):
         super().__init__()
+        if in_features == 0:
+            # nothing to condition on: the output is a learned constant (parameter ``const``)
+            self.net = None
+            self.const = nn.Parameter(out_bias.clone() if out_bias is not None else torch.zeros(out_features))
+            return
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden:
@@ -91,6 +96,8 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.net is None:
+            return self.const.expand(x.shape[0], -1)
         return self.net(x)
 
 
@@ -109,17 +116,21 @@ class MaskedLinear(nn.Linear):
         return F.linear(x, self.weight * self.mask, self.bias)
 
 
-def made_degrees(features: int, hidden: Sequence[int]) -> list[torch.Tensor]:
-    r"""MADE degrees: inputs ``1..D``, hidden unit ``k`` of every layer ``(k mod (D-1)) + 1``.
+def made_degrees(features: int, hidden: Sequence[int], context: int = 0) -> list[torch.Tensor]:
+    r"""MADE degrees: inputs ``1..D``; hidden unit ``k`` of every layer ``(k mod (D-1)) + 1``.
 
     A hidden unit of degree :math:`m` sees inputs of degree :math:`\le m`; the output of input ``d``
     (degree :math:`d`) sees hidden units of degree :math:`< d`. So output ``d`` depends on inputs
     ``1..d-1`` only (the autoregressive property; arXiv:1502.03509, eq. 12-13). Context inputs get
-    degree 0 (seen by every unit). With ``D = 1`` every hidden unit has degree 0 (sees the context only).
+    degree 0 (seen by every unit). With context (``context > 0``) hidden degrees are ``k mod D`` instead,
+    so that some units (degree 0) see the context only and feed the first feature's parameters, which
+    must depend on the context too. Without context and with ``D = 1`` every hidden unit has degree 0.
     """
     degrees = [torch.arange(1, features + 1)]
     for h in hidden:
-        if features > 1:
+        if context > 0:
+            degrees.append(torch.arange(h) % features)
+        elif features > 1:
             degrees.append(torch.arange(h) % (features - 1) + 1)
         else:
             degrees.append(torch.zeros(h, dtype=torch.long))
@@ -166,7 +177,7 @@ class MADE(nn.Module):
         self.features = features
         self.context = context
         self.params_per_feature = params_per_feature
-        degrees = made_degrees(features, hidden)
+        degrees = made_degrees(features, hidden, context)
         in_deg = torch.cat([degrees[0], torch.zeros(context, dtype=torch.long)])
         layers: list[nn.Module] = []
         prev = in_deg

@@ -1,0 +1,127 @@
+// Batch entry points of the bijectors: validation, threads (fixed chunks) and SIMD dispatch.
+#include "nfhep/bijectors.hpp"
+
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+#include "bijectors_isa.hpp"
+#include "nfhep/parallel.hpp"
+
+namespace nfhep {
+namespace {
+
+// Fixed chunk sizes (elements): the split never depends on the thread count.
+constexpr std::size_t kRqsChunk = 2048;
+constexpr std::size_t kAffineChunk = 32768;
+
+std::string num(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+
+void require_ptr(const void* p, std::size_t n, const char* func, const char* arg) {
+  if (n > 0 && p == nullptr) throw std::invalid_argument(std::string(func) + ": " + arg + " must not be null");
+}
+
+}  // namespace
+
+void validate_rqs(int num_bins, const RqsOptions& o) {
+  if (num_bins < 2)
+    throw std::invalid_argument("num_bins must be >= 2 (K = (P + 1) / 3 with P = 3K - 1 parameters), got " +
+                                std::to_string(num_bins));
+  if (!(o.bound > 0) || !std::isfinite(o.bound))
+    throw std::invalid_argument("bound must be finite and > 0, got " + num(o.bound));
+  const struct {
+    const char* name;
+    double v;
+  } mins[] = {{"min_bin_width", o.min_bin_width}, {"min_bin_height", o.min_bin_height},
+              {"min_derivative", o.min_derivative}};
+  for (const auto& m : mins)
+    if (!(m.v >= 0) || !std::isfinite(m.v))
+      throw std::invalid_argument(std::string(m.name) + " must be finite and >= 0, got " + num(m.v));
+  if (!(o.min_bin_width * num_bins < 1))
+    throw std::invalid_argument("min_bin_width * num_bins must be < 1 so that " + std::to_string(num_bins) +
+                                " bins fit, got min_bin_width = " + num(o.min_bin_width));
+  if (!(o.min_bin_height * num_bins < 1))
+    throw std::invalid_argument("min_bin_height * num_bins must be < 1 so that " + std::to_string(num_bins) +
+                                " bins fit, got min_bin_height = " + num(o.min_bin_height));
+}
+
+template <class T>
+void rqs_forward(const T* x, const T* params, std::size_t n, int K, const RqsOptions& opt, T* y, T* lad) {
+  validate_rqs(K, opt);
+  for (auto [p, a] : {std::pair<const void*, const char*>{x, "x"}, {params, "params"}, {y, "y"}, {lad, "logabsdet"}})
+    require_ptr(p, n, "rqs_forward", a);
+  parallel_for(n, kRqsChunk, [&](std::size_t b, std::size_t e) {
+    NFHEP_DISPATCH(rqs_run, 0, x, params, b, e, K, opt, y, lad);
+  });
+}
+
+template <class T>
+void rqs_inverse(const T* y, const T* params, std::size_t n, int K, const RqsOptions& opt, T* x, T* lad) {
+  validate_rqs(K, opt);
+  for (auto [p, a] : {std::pair<const void*, const char*>{y, "y"}, {params, "params"}, {x, "x"}, {lad, "logabsdet"}})
+    require_ptr(p, n, "rqs_inverse", a);
+  parallel_for(n, kRqsChunk, [&](std::size_t b, std::size_t e) {
+    NFHEP_DISPATCH(rqs_run, 1, y, params, b, e, K, opt, x, lad);
+  });
+}
+
+template <class T>
+void rqs_backward(const T* in, const T* params, const T* gout, const T* glad, std::size_t n, int K,
+                  const RqsOptions& opt, bool inverse, T* gin, T* gparams) {
+  validate_rqs(K, opt);
+  for (auto [p, a] : {std::pair<const void*, const char*>{in, "inputs"}, {params, "params"}, {gin, "grad_inputs"},
+                      {gparams, "grad_params"}})
+    require_ptr(p, n, "rqs_backward", a);
+  parallel_for(n, kRqsChunk, [&](std::size_t b, std::size_t e) {
+    NFHEP_DISPATCH(rqs_grad, inverse, in, params, gout, glad, b, e, K, opt, gin, gparams);
+  });
+}
+
+template <class T>
+void affine_forward(const T* x, const T* params, std::size_t n, T* y, T* lad) {
+  for (auto [p, a] : {std::pair<const void*, const char*>{x, "x"}, {params, "params"}, {y, "y"}, {lad, "logabsdet"}})
+    require_ptr(p, n, "affine_forward", a);
+  parallel_for(n, kAffineChunk, [&](std::size_t b, std::size_t e) {
+    NFHEP_DISPATCH(affine_run, 0, x, params, b, e, y, lad);
+  });
+}
+
+template <class T>
+void affine_inverse(const T* y, const T* params, std::size_t n, T* x, T* lad) {
+  for (auto [p, a] : {std::pair<const void*, const char*>{y, "y"}, {params, "params"}, {x, "x"}, {lad, "logabsdet"}})
+    require_ptr(p, n, "affine_inverse", a);
+  parallel_for(n, kAffineChunk, [&](std::size_t b, std::size_t e) {
+    NFHEP_DISPATCH(affine_run, 1, y, params, b, e, x, lad);
+  });
+}
+
+template <class T>
+void affine_backward(const T* in, const T* params, const T* gout, const T* glad, std::size_t n, bool inverse,
+                     T* gin, T* gparams) {
+  for (auto [p, a] : {std::pair<const void*, const char*>{in, "inputs"}, {params, "params"}, {gin, "grad_inputs"},
+                      {gparams, "grad_params"}})
+    require_ptr(p, n, "affine_backward", a);
+  parallel_for(n, kAffineChunk, [&](std::size_t b, std::size_t e) {
+    NFHEP_DISPATCH(affine_grad, inverse, in, params, gout, glad, b, e, gin, gparams);
+  });
+}
+
+#define NFHEP_INSTANTIATE(T)                                                                                     \
+  template NFHEP_API void rqs_forward<T>(const T*, const T*, std::size_t, int, const RqsOptions&, T*, T*);       \
+  template NFHEP_API void rqs_inverse<T>(const T*, const T*, std::size_t, int, const RqsOptions&, T*, T*);       \
+  template NFHEP_API void rqs_backward<T>(const T*, const T*, const T*, const T*, std::size_t, int,              \
+                                          const RqsOptions&, bool, T*, T*);                                      \
+  template NFHEP_API void affine_forward<T>(const T*, const T*, std::size_t, T*, T*);                            \
+  template NFHEP_API void affine_inverse<T>(const T*, const T*, std::size_t, T*, T*);                            \
+  template NFHEP_API void affine_backward<T>(const T*, const T*, const T*, const T*, std::size_t, bool, T*, T*);
+
+NFHEP_INSTANTIATE(float)
+NFHEP_INSTANTIATE(double)
+
+}  // namespace nfhep
