@@ -334,3 +334,69 @@ def test_top_level_aliases():
 
     assert nfhep.load is modelfile.load and nfhep.save is modelfile.save
     assert nfhep.FormatError is FormatError and issubclass(FormatError, ValueError)
+
+
+@pytest.mark.parametrize("family", ["arqs", "realnvp"])
+def test_round_trip_with_every_option(tmp_path, family):
+    """ActNorm, batch norm (running statistics, int64 counter), dropout, random permutations, bounds and
+    log features all survive the file."""
+    from nfhep.cli.train import TRAIN_DEFAULTS, flow_options
+    from nfhep.model import Model
+
+    opts = {
+        **TRAIN_DEFAULTS,
+        "flow": family,
+        "bijectors": 3,
+        "hidden": "2x8",
+        "knots": 4,
+        "range": 3.0,
+        "permutation": "random",
+        "seed": 5,
+        "dropout": 0.1,
+        "batch_norm": True,
+        "actnorm": True,
+        "log_features": ["x1"],
+        "bounds": "x2=0:1",
+    }
+    torch.manual_seed(0)
+    m = Model.create(family, ["x0", "x1", "x2"], **flow_options(opts))
+    g = torch.Generator().manual_seed(2)
+    x = torch.stack(
+        [
+            torch.randn(300, generator=g, dtype=torch.float64),
+            torch.rand(300, generator=g, dtype=torch.float64) * 5 + 0.1,
+            torch.rand(300, generator=g, dtype=torch.float64) * 0.98 + 0.01,
+        ],
+        dim=1,
+    )
+    m.preprocessing.fit(x)
+    m.train()
+    with torch.no_grad():
+        m.log_prob(x.float())  # initialises ActNorm and the batch-norm running statistics
+    m.eval()
+    path = modelfile.save(m, tmp_path / "m.safetensors")
+    header = modelfile.read_header(path)
+    assert any(
+        k.endswith("num_batches_tracked") and v["dtype"] == "I64" for k, v in header["tensors"].items()
+    )
+    assert any(k.endswith("running_var") for k in header["tensors"])
+    perms = header["nfhep"]["permutations"]
+    assert len(perms) == 2 and all(sorted(p) == [0, 1, 2] for p in perms.values())
+    m2 = modelfile.load(path)
+    with torch.no_grad():
+        assert torch.equal(m.log_prob(x.float()), m2.log_prob(x.float()))
+    meta = header["nfhep"]
+    assert meta["preprocessing"]["log"] == [1] and meta["preprocessing"]["bounds"][2] == [0.0, 1.0]
+
+
+def test_permutation_metadata_must_match_tensors(saved, tmp_path):
+    path, _ = saved
+
+    def edit(doc):
+        key = next(iter(doc["permutations"]))
+        doc["permutations"][key] = doc["permutations"][key][::-1][1:] + doc["permutations"][key][::-1][:1]
+        return doc
+
+    bad = _rewrite(path, tmp_path / "p.safetensors", meta=edit)
+    with pytest.raises(FormatError, match="permutations in the metadata differ"):
+        modelfile.load(bad)
