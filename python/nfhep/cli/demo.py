@@ -100,6 +100,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--knots", type=int, default=8, help="spline bins [8]")
     p.add_argument("--range", type=float, default=5.0, help="spline range B [5]")
     p.add_argument("--seed", type=int, default=0, help="seed of data, training and sampling [0]")
+    p.add_argument("--no-c2st", action="store_true", help="skip the classifier two-sample test (faster)")
+    p.add_argument("--no-plots", action="store_true", help="skip the comparison plots (faster)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -201,7 +203,16 @@ def run_demo(args: argparse.Namespace, *, out=None) -> dict[str, Any]:
             f"{gen[:, j].std():.4f} |"
         )
     print("\n".join(lines), file=out)
-    metrics_note = _metrics_report(test, gen, outdir, features, seed=args.seed, out=out)
+    metrics_note = _metrics_report(
+        test,
+        gen,
+        outdir,
+        features,
+        seed=args.seed,
+        c2st=not getattr(args, "no_c2st", False),
+        plots=not getattr(args, "no_plots", False),
+        out=out,
+    )
     log(f"done: {outdir}/ holds data.root, test.root, model.safetensors, model.history.json, samples.root")
     return {
         "out": str(outdir),
@@ -215,7 +226,7 @@ def run_demo(args: argparse.Namespace, *, out=None) -> dict[str, Any]:
     }
 
 
-def _metrics_report(test, gen, outdir: Path, features, *, seed: int, out) -> str:
+def _metrics_report(test, gen, outdir: Path, features, *, seed: int, c2st: bool, plots: bool, out) -> str:
     """Two-sample metrics through nfhep.metrics.compare when that module is available."""
     try:
         from nfhep.metrics import compare
@@ -223,14 +234,18 @@ def _metrics_report(test, gen, outdir: Path, features, *, seed: int, out) -> str
         note = f"two-sample metrics skipped: nfhep.metrics.compare is not available in this build ({err})"
         print(note, file=out)
         return note
-    report = compare(test, gen, features=list(features), seed=seed)
+    report = compare(test, gen, features=list(features), seed=seed, run_c2st=c2st)
     table = report.to_markdown(outdir / "metrics.md")
-    plots = report.plot(outdir / "plots")
+    written = report.plot(outdir / "plots") if plots else []
     print(
         "\ntwo-sample metrics (x = test sample from the true density, y = flow sample):\n" + table,
         file=out,
     )
-    print(f"metrics table: {outdir / 'metrics.md'}; {len(plots)} plots in {outdir / 'plots'}", file=out)
+    print(
+        f"metrics table: {outdir / 'metrics.md'}"
+        + (f"; {len(written)} plots in {outdir / 'plots'}" if plots else ""),
+        file=out,
+    )
     return "metrics computed with nfhep.metrics.compare"
 
 
