@@ -31,9 +31,14 @@ __all__ = [
     "build_info",
     "get_num_threads",
     "set_num_threads",
+    "load",
+    "save",
+    "FormatError",
 ]
 
-_SUBMODULES = {"bijectors", "flows", "metrics", "io", "train", "cli", "models"}
+_SUBMODULES = {"bijectors", "flows", "metrics", "io", "train", "cli", "models", "model", "modelfile"}
+# nfhep.load / nfhep.save / nfhep.FormatError: the model file (nfhep.modelfile), imported on first use
+_MODELFILE = {"load", "save", "FormatError"}
 
 
 def build_info() -> dict[str, Any]:
@@ -82,4 +87,6 @@ def get_num_threads() -> int:
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
+    if name in _MODELFILE:
+        return getattr(importlib.import_module(".modelfile", __name__), name)
     raise AttributeError(f"module 'nfhep' has no attribute {name!r}")

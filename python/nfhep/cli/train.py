@@ -1,0 +1,496 @@
+"""``nfhep train``: learn a normalizing flow from ROOT ntuples and write a model file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+COMMAND = "train"
+HELP = "train a normalizing flow on ROOT ntuples and write a .safetensors model file"
+DESCRIPTION = """\
+Train a normalizing flow (MAF, RealNVP, C-RQS or A-RQS) on branches of ROOT ntuples by maximum
+likelihood, and write the model file (weights + configuration + preprocessing + provenance, see
+docs/model-format.md) and, next to it, the training history as JSON (MODEL.history.json).
+
+Defaults follow the NFlikelihood papers (arXiv:2309.09743): A-RQS with 2 bijectors of 3x128 hidden
+units, Adam lr 1e-3, batch 512, learning rate x0.2 on plateaus, early stopping with restored best weights,
+20% validation split. Their best models:
+
+  likelihood                  dims  flow   bijectors hidden  knots range  L1    patience epochs
+  LHC-like toy                95    MAF    2         3x64    -     -      0     20       200
+  ElectroWeak fit             40    A-RQS  2         3x128   4     6      0     20       800
+  Flavor fit                  89    A-RQS  2         3x1024  8     5      1e-4  50       12000
+
+Options can also come from a TOML or YAML file (--config); flags on the command line override it. Keys
+are the long option names (dashes or underscores), e.g.
+
+  data = ["run*.root:events"]
+  features = ["px", "py", "pz"]
+  flow = "arqs"
+  hidden = "3x128"
+  epochs = 200
+
+examples:
+  nfhep train data.root:events --features px,py,pz -o model.safetensors
+  nfhep train 'runs/*.root' --features mjj,ptj --context mass --selection 'njet >= 2 && ptj > 30' \\
+      --flow crqs --bijectors 5 --hidden 3x256 --knots 8 --range 6 --epochs 500 -o m.safetensors
+  nfhep train --config train.toml --epochs 10      # the file's settings, 10 epochs
+"""
+
+__all__ = ["TRAIN_DEFAULTS", "resolve_options", "train_from_options", "history_path"]
+
+#: Built-in defaults (the papers' common choices); None = "not set".
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "data": None,
+    "features": None,
+    "context": None,
+    "weights": None,
+    "selection": None,
+    "drop_bad": False,
+    "stream": False,
+    "step_size": 100_000,
+    "flow": "arqs",
+    "bijectors": 2,
+    "hidden": "3x128",
+    "knots": 8,
+    "range": 5.0,
+    "activation": "relu",
+    "permutation": "reverse",
+    "log_features": None,
+    "bounds": None,
+    "dropout": 0.0,
+    "batch_norm": False,
+    "actnorm": False,
+    "dtype": "float32",
+    "epochs": 200,
+    "patience": 20,
+    "batch_size": 512,
+    "lr": 1e-3,
+    "lr_factor": 0.2,
+    "lr_patience": 10,
+    "l1": 0.0,
+    "l2": 0.0,
+    "clip_grad_norm": None,
+    "val_split": 0.2,
+    "seed": 0,
+    "output": None,
+    "quiet": False,
+}
+
+_LIST_KEYS = {"data", "features", "context", "log_features"}
+
+
+def _split_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [s.strip() for s in value.split(",") if s.strip()]
+    if isinstance(value, Sequence):
+        out: list[str] = []
+        for v in value:
+            out.extend(_split_list(v) or [])
+        return out
+    raise TypeError(f"expected a list of names, got {value!r}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    S = argparse.SUPPRESS  # unset flags stay absent, so config-file values are not overridden
+    g = p.add_argument_group("input")
+    g.add_argument(
+        "data",
+        nargs="*",
+        default=S,
+        help="ROOT inputs: file.root, file.root:tree, glob patterns ('runs/*.root:events'); "
+        "the tree is auto-detected when a file has exactly one",
+    )
+    g.add_argument(
+        "--features", default=S, help="comma-separated branches to learn, e.g. px,py,pz (required)"
+    )
+    g.add_argument(
+        "--context",
+        default=S,
+        help="comma-separated branches to condition on (conditional flow), e.g. a model parameter",
+    )
+    g.add_argument("--weights", default=S, help="branch of per-event weights (weighted maximum likelihood)")
+    g.add_argument(
+        "--selection", default=S, help="cut, ROOT style ('njet >= 2 && abs(eta) < 2.5') or uproot style"
+    )
+    g.add_argument(
+        "--drop-bad",
+        action="store_true",
+        default=S,
+        help="drop rows with NaN/inf values (count reported) instead of stopping with an error",
+    )
+    g.add_argument(
+        "--stream",
+        action="store_true",
+        default=S,
+        help="stream the inputs chunk by chunk instead of loading them (data larger than memory)",
+    )
+    g.add_argument("--step-size", type=int, default=S, help="entries per chunk when reading (default 100000)")
+    g.add_argument(
+        "--config", default=None, help="TOML (.toml) or YAML (.yaml/.yml) file with any of these options"
+    )
+
+    g = p.add_argument_group("flow (papers' defaults in brackets)")
+    g.add_argument(
+        "--flow",
+        choices=("maf", "realnvp", "crqs", "arqs"),
+        default=S,
+        help="family: maf (affine autoregressive, arXiv:1705.07057), realnvp (affine coupling, "
+        "arXiv:1605.08803), crqs / arqs (coupling / autoregressive rational-quadratic "
+        "spline, arXiv:1906.04032) [arqs]",
+    )
+    g.add_argument("--bijectors", type=int, default=S, help="number of flow layers [2]")
+    g.add_argument(
+        "--hidden",
+        default=S,
+        help="conditioner network, LAYERSxUNITS or comma list: 3x64 (LHC toy), 3x128 (EW fit), "
+        "3x1024 (flavor fit) [3x128]",
+    )
+    g.add_argument("--knots", type=int, default=S, help="spline bins K (crqs/arqs): 4 (EW), 8 (flavor) [8]")
+    g.add_argument(
+        "--range",
+        type=float,
+        default=S,
+        help="spline half-width B, identity outside [-B, B] in standardised units: 6 (EW), 5 (flavor) [5]",
+    )
+    g.add_argument("--activation", default=S, help="hidden-layer activation [relu]")
+    g.add_argument("--permutation", default=S, help="permutation between layers: reverse or random [reverse]")
+    g.add_argument(
+        "--log-features",
+        default=S,
+        help="comma-separated strictly positive features to log-transform before standardising",
+    )
+    g.add_argument(
+        "--bounds",
+        default=S,
+        help="physical bounds NAME=LOW:HIGH,... (empty side = open, e.g. pt=0:,eta=-2.5:2.5): the feature "
+        "is mapped by a log/logit before standardising, samples never leave the bounds",
+    )
+    g.add_argument("--dropout", type=float, default=S, help="dropout in the conditioner hidden layers [0]")
+    g.add_argument("--batch-norm", action="store_true", default=S, help="batch norm in conditioners [off]")
+    g.add_argument("--actnorm", action="store_true", default=S, help="ActNorm before every bijector [off]")
+    g.add_argument("--dtype", choices=("float32", "float64"), default=S, help="weights dtype [float32]")
+
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=S, help="maximum epochs: 200 (LHC toy), 800 (EW) [200]")
+    g.add_argument(
+        "--patience",
+        type=int,
+        default=S,
+        help="early stopping: epochs without validation improvement; best weights are restored [20]",
+    )
+    g.add_argument("--batch-size", type=int, default=S, help="mini-batch size [512]")
+    g.add_argument("--lr", type=float, default=S, help="Adam learning rate [1e-3]")
+    g.add_argument("--lr-factor", type=float, default=S, help="learning-rate factor on plateau [0.2]")
+    g.add_argument(
+        "--lr-patience", type=int, default=S, help="epochs without improvement before reducing lr [10]"
+    )
+    g.add_argument(
+        "--l1", type=float, default=S, help="L1 penalty on conditioner weights: 1e-4 (flavor fit) [0]"
+    )
+    g.add_argument("--l2", type=float, default=S, help="L2 penalty on conditioner weights [0]")
+    g.add_argument("--clip-grad-norm", type=float, default=S, help="clip the gradient norm (off by default)")
+    g.add_argument("--val-split", type=float, default=S, help="validation fraction, random and seeded [0.2]")
+    g.add_argument("--seed", type=int, default=S, help="seed for weights, split and shuffling [0]")
+
+    g = p.add_argument_group("output")
+    g.add_argument("-o", "--output", default=S, help="model file to write (e.g. model.safetensors; required)")
+    g.add_argument("-q", "--quiet", action="store_true", default=S, help="no progress bar")
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--config file {path!r} does not exist")
+    suffix = p.suffix.lower()
+    if suffix == ".toml":
+        import tomllib
+
+        with open(p, "rb") as fh:
+            try:
+                data = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as err:
+                raise ValueError(f"--config {path!r}: invalid TOML: {err}") from None
+    elif suffix in (".yaml", ".yml"):
+        import yaml
+
+        with open(p, encoding="utf-8") as fh:
+            try:
+                data = yaml.safe_load(fh)
+            except yaml.YAMLError as err:
+                raise ValueError(f"--config {path!r}: invalid YAML: {err}") from None
+        data = data or {}
+    else:
+        raise ValueError(f"--config {path!r}: use a .toml, .yaml or .yml file")
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path!r}: expected a table/mapping of options at top level")
+    if isinstance(data.get("train"), dict) and len(data) == 1:
+        data = data["train"]  # allow a [train] table
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        k = str(key).replace("-", "_")
+        if k not in TRAIN_DEFAULTS:
+            raise ValueError(
+                f"--config {path!r}: unknown option {key!r}; known: "
+                + ", ".join(sorted(s.replace("_", "-") for s in TRAIN_DEFAULTS))
+            )
+        out[k] = value
+    return out
+
+
+def resolve_options(args: argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:
+    """Merge built-in defaults < config file < command line; validate; return the option dict."""
+    given = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args)
+    given.pop("_run", None)
+    given.pop("command", None)
+    cfg_path = given.pop("config", None)
+    opts = dict(TRAIN_DEFAULTS)
+    if cfg_path:
+        opts.update(_read_config(cfg_path))
+    for k, v in given.items():
+        if k in TRAIN_DEFAULTS:
+            if k == "data" and v == []:
+                continue
+            opts[k] = v
+    for k in _LIST_KEYS:
+        opts[k] = _split_list(opts[k])
+    if not opts["data"]:
+        raise ValueError("no input data: give ROOT files (DATA...) or 'data' in --config")
+    if not opts["features"]:
+        raise ValueError("--features is required (comma-separated branch names)")
+    if not opts["output"]:
+        raise ValueError("-o/--output is required (the model file to write, e.g. model.safetensors)")
+    if opts["flow"] not in ("maf", "realnvp", "crqs", "arqs"):
+        raise ValueError(f"--flow must be maf, realnvp, crqs or arqs, got {opts['flow']!r}")
+    for k in ("bijectors", "epochs", "batch_size", "knots", "step_size"):
+        if not isinstance(opts[k], int) or isinstance(opts[k], bool) or opts[k] < 1:
+            raise ValueError(f"--{k.replace('_', '-')} must be a positive integer, got {opts[k]!r}")
+    for k in ("patience", "lr_patience", "seed"):
+        if not isinstance(opts[k], int) or isinstance(opts[k], bool) or opts[k] < 0:
+            raise ValueError(f"--{k.replace('_', '-')} must be a non-negative integer, got {opts[k]!r}")
+    if not 0.0 <= float(opts["val_split"]) < 1.0:
+        raise ValueError(f"--val-split must be in [0, 1), got {opts['val_split']!r}")
+    for k in ("lr", "range"):
+        if not float(opts[k]) > 0:
+            raise ValueError(f"--{k} must be positive, got {opts[k]!r}")
+    if not 0.0 < float(opts["lr_factor"]) < 1.0:
+        raise ValueError(f"--lr-factor must be in (0, 1), got {opts['lr_factor']!r}")
+    for k in ("l1", "l2"):
+        if float(opts[k]) < 0:
+            raise ValueError(f"--{k} must be >= 0, got {opts[k]!r}")
+    if opts["dtype"] not in ("float32", "float64"):
+        raise ValueError(f"--dtype must be float32 or float64, got {opts['dtype']!r}")
+    opts["hidden"] = str(opts["hidden"])
+    return opts
+
+
+def history_path(model_path: str | os.PathLike) -> Path:
+    """``model.safetensors`` -> ``model.history.json`` (next to the model)."""
+    p = Path(model_path)
+    stem = p.name[: -len(p.suffix)] if p.suffix else p.name
+    return p.with_name(stem + ".history.json")
+
+
+def flow_options(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :meth:`nfhep.model.Model.create` for these options."""
+    from nfhep.flows import parse_hidden
+
+    out: dict[str, Any] = {
+        "bijectors": int(opts["bijectors"]),
+        "hidden": parse_hidden(opts["hidden"]),
+        "activation": opts["activation"],
+        "permutation": opts["permutation"],
+        "seed": int(opts["seed"]),
+        "dropout": float(opts["dropout"]),
+        "batch_norm": bool(opts["batch_norm"]),
+        "actnorm": bool(opts["actnorm"]),
+    }
+    if opts["flow"] in ("crqs", "arqs"):
+        out["knots"] = int(opts["knots"])
+        out["range"] = float(opts["range"])
+    if opts.get("log_features"):
+        out["log_features"] = list(opts["log_features"])
+    if opts.get("bounds"):
+        out["bounds"] = parse_bounds(opts["bounds"])
+    return out
+
+
+def parse_bounds(value: Any) -> dict[str, tuple[float | None, float | None]]:
+    """``"pt=0:,eta=-2.5:2.5"`` (or a mapping ``{"pt": [0, None]}``) -> ``{"pt": (0.0, None), ...}``."""
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items()]
+    else:
+        items = []
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "=" not in part or ":" not in part.split("=", 1)[1]:
+                raise ValueError(f"--bounds: expected NAME=LOW:HIGH, got {part!r}")
+            name, rng = part.split("=", 1)
+            items.append((name.strip(), rng.split(":", 1)))
+    out: dict[str, tuple[float | None, float | None]] = {}
+    for name, pair in items:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ValueError(f"--bounds: {name!r} needs (low, high), got {pair!r}")
+        lim: list[float | None] = []
+        for v in pair:
+            if v is None or (isinstance(v, str) and v.strip() in ("", "inf", "-inf", "+inf")):
+                lim.append(None)
+                continue
+            try:
+                lim.append(float(v))
+            except (TypeError, ValueError):
+                raise ValueError(f"--bounds: {name!r}: {v!r} is not a number") from None
+        out[name] = (lim[0], lim[1])
+    return out
+
+
+def fit_options(opts: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`nfhep.train.fit` for these options."""
+    return {
+        "epochs": int(opts["epochs"]),
+        "batch_size": int(opts["batch_size"]),
+        "lr": float(opts["lr"]),
+        "patience": int(opts["patience"]),
+        "lr_factor": float(opts["lr_factor"]),
+        "lr_patience": int(opts["lr_patience"]),
+        "validation_split": float(opts["val_split"]),
+        "l1": float(opts["l1"]),
+        "l2": float(opts["l2"]),
+        "clip_grad_norm": None if opts["clip_grad_norm"] is None else float(opts["clip_grad_norm"]),
+        "seed": int(opts["seed"]),
+        "progress": False if opts["quiet"] else "auto",
+    }
+
+
+def train_from_options(opts: Mapping[str, Any], *, out=None) -> dict[str, Any]:
+    """Read the data, build and fit the model, save it and its history. Returns a summary dict."""
+    out = out if out is not None else sys.stdout
+    import torch
+
+    from nfhep import io as nio
+    from nfhep import modelfile
+    from nfhep.model import Model
+    from nfhep.train import fit
+
+    t0 = time.perf_counter()
+    output = Path(opts["output"])
+    if not output.resolve().parent.is_dir():
+        raise FileNotFoundError(f"output directory {str(output.resolve().parent)!r} does not exist")
+    read_kw = dict(
+        context=opts["context"],
+        weights=opts["weights"],
+        selection=opts["selection"],
+        drop_bad=opts["drop_bad"],
+        step_size=opts["step_size"],
+        progress=not opts["quiet"],
+    )
+    if opts["stream"]:
+        data = nio.RootSource(opts["data"], opts["features"], **read_kw)
+    else:
+        data = nio.read_features(opts["data"], opts["features"], **read_kw)
+    n_files = len(data.sources)
+    print(
+        f"nfhep train: {data.n_entries} entries from {n_files} file(s)"
+        + (f", {data.n_dropped} rows dropped (NaN/inf)" if data.n_dropped else "")
+        + f"; features {', '.join(opts['features'])}"
+        + (f"; context {', '.join(opts['context'])}" if opts["context"] else ""),
+        file=out,
+    )
+    torch.manual_seed(int(opts["seed"]))
+    model = Model.create(
+        opts["flow"],
+        list(opts["features"]),
+        context_features=tuple(opts["context"] or ()),
+        **flow_options(opts),
+    )
+    if opts["dtype"] == "float64":
+        model = model.to(torch.float64)
+    if opts["stream"]:
+        history = fit(model, data, **fit_options(opts))
+    else:
+        history = fit(model, data.x, context=data.context, weights=data.weights, **fit_options(opts))
+    hist = history.to_dict()
+    summary = _history_summary(hist, history)
+    provenance = {
+        "data": data.provenance(),
+        "training": {k: opts[k] for k in sorted(opts) if k not in ("output", "quiet", "data")},
+        "inputs": list(opts["data"]),
+        "history": summary,
+        "training_seconds": round(time.perf_counter() - t0, 3),
+    }
+    path = modelfile.save(model, output, provenance=provenance)
+    hpath = history_path(path)
+    _write_json_atomic(hpath, {"history": hist, "summary": summary, "options": _jsonable_opts(opts)})
+    print(
+        f"nfhep train: {summary.get('epochs_run')} epochs ({summary.get('stop_reason')}), "
+        f"best epoch {summary.get('best_epoch')}, val loss {summary.get('best_val_loss')}; "
+        f"wrote {path} and {hpath}",
+        file=out,
+    )
+    return {"model": str(path), "history": str(hpath), "summary": summary, "model_obj": model}
+
+
+def _history_summary(hist: Mapping[str, Any], history: Any) -> dict[str, Any]:
+    loss = list(hist.get("loss", []) or [])
+    val = list(hist.get("val_loss", []) or [])
+    best_epoch = getattr(history, "best_epoch", hist.get("best_epoch"))
+    finite_val = [v for v in val if v is not None and v == v]
+    return {
+        "epochs_run": len(loss),
+        "best_epoch": best_epoch,
+        "stop_reason": getattr(history, "stop_reason", hist.get("stop_reason")),
+        "final_loss": loss[-1] if loss else None,
+        "final_val_loss": val[-1] if val else None,
+        "best_val_loss": min(finite_val) if finite_val else None,
+        "final_lr": (hist.get("lr") or [None])[-1],
+    }
+
+
+def _jsonable_opts(opts: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(opts), default=str))
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=1, default=_json_default)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _json_default(o: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(o)
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = resolve_options(args)
+    train_from_options(opts)
+    return 0
