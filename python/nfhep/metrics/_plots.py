@@ -109,10 +109,10 @@ def plot_report(
                 pair_idx.append((idx[a], idx[b]))
         for i, j in pair_idx:
             fig, ax = plt.subplots(figsize=(5.5, 5))
-            qi = np.quantile(x[:, i], [0.005, 0.995])
-            qj = np.quantile(x[:, j], [0.005, 0.995])
-            ei = np.linspace(qi[0], qi[1], 41) if qi[1] > qi[0] else 40
-            ej = np.linspace(qj[0], qj[1], 41) if qj[1] > qj[0] else 40
+            qi = np.quantile(x[:, i], [0.002, 0.998])
+            qj = np.quantile(x[:, j], [0.002, 0.998])
+            ei = np.linspace(qi[0], qi[1], 26) if qi[1] > qi[0] else 25
+            ej = np.linspace(qj[0], qj[1], 26) if qj[1] > qj[0] else 25
             hx2, bi, bj = np.histogram2d(x[:, i], x[:, j], bins=[ei, ej], weights=wx, density=True)
             hy2, _, _ = np.histogram2d(y[:, i], y[:, j], bins=[bi, bj], weights=wy, density=True)
             ci, cj = 0.5 * (bi[1:] + bi[:-1]), 0.5 * (bj[1:] + bj[:-1])
