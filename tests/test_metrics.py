@@ -423,3 +423,11 @@ def test_hpdi_bad_probs(rng):
         M.hpdi(x, probs=[1.5])
     with pytest.raises(ValueError, match="probs"):
         M.hpdi(x, probs=[0.05])
+
+
+def test_ks_cuda_request_without_cuda_build(rng):
+    x = rng.normal(size=(10, 2))
+    if _core.metrics.cuda_compiled():
+        pytest.skip("this build has CUDA")
+    with pytest.raises(ValueError, match="NFHEP_CUDA=ON"):
+        M.ks_2samp(x, x, device="cuda")

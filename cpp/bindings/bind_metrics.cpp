@@ -102,23 +102,25 @@ void bind_metrics(pyb::module_& m) {
   m.def(
       "ks_statistics",
       [](const pyb::object& x, const pyb::object& y, const pyb::object& weights_x, const pyb::object& weights_y,
-         bool check_finite) {
+         bool check_finite, const std::string& device) {
         const char* func = "ks_statistics";
         Pair p = check_pair(x, y, weights_x, weights_y, func);
+        const nfhep::metrics::Device dev = parse_device(device);
         pyb::array_t<double> dp(p.x.dim), dm(p.x.dim);
         double* a = dp.mutable_data();
         double* b = dm.mutable_data();
         with_prefix(func, [&] {
           pyb::gil_scoped_release nogil;
           if (p.f32)
-            nfhep::metrics::ks_statistics(make<float>(p.x, p.wx), make<float>(p.y, p.wy), a, b, check_finite);
+            nfhep::metrics::ks_statistics(make<float>(p.x, p.wx), make<float>(p.y, p.wy), a, b, check_finite, dev);
           else
-            nfhep::metrics::ks_statistics(make<double>(p.x, p.wx), make<double>(p.y, p.wy), a, b, check_finite);
+            nfhep::metrics::ks_statistics(make<double>(p.x, p.wx), make<double>(p.y, p.wy), a, b, check_finite,
+                                          dev);
         });
         return std::make_pair(dp, dm);
       },
       pyb::arg("x"), pyb::arg("y"), pyb::kw_only(), pyb::arg("weights_x") = pyb::none(),
-      pyb::arg("weights_y") = pyb::none(), pyb::arg("check_finite") = true,
+      pyb::arg("weights_y") = pyb::none(), pyb::arg("check_finite") = true, pyb::arg("device") = "cpu",
       "Per-dimension KS statistics (d_plus, d_minus) of (n1, D) and (n2, D) samples.");
 
   m.def(

@@ -195,6 +195,42 @@ void check_pair(const metrics::Sample<T>& x, const metrics::Sample<T>& y, bool c
                                 std::to_string(x.dim) + "), got " + std::to_string(y.dim));
 }
 
+/// KS on the GPU: columns sorted on the device as projections on the unit vectors e_d (x . e_d == x_d
+/// exactly: the other terms are signed zeros), then merged on the host.
+template <class T>
+void ks_cuda(const metrics::Sample<T>& x, const metrics::Sample<T>& y, double* d_plus, double* d_minus) {
+#if defined(NFHEP_WITH_CUDA)
+  const std::size_t D = x.dim;
+  std::vector<double> xd(x.data, x.data + x.n * D), yd(y.data, y.data + y.n * D);
+  const std::size_t per_dir = (x.n + y.n) * sizeof(std::uint64_t);
+  const std::size_t block = std::max<std::size_t>(1, std::min<std::size_t>(D, (std::size_t{256} << 20) / per_dir));
+  std::vector<std::uint64_t> kx(block * x.n), ky(block * y.n);
+  std::vector<double> swx(x.weights ? block * x.n : 0), swy(y.weights ? block * y.n : 0);
+  for (std::size_t d0 = 0; d0 < D; d0 += block) {
+    const std::size_t nb = std::min(block, D - d0);
+    std::vector<double> eye(nb * D, 0.0);
+    for (std::size_t j = 0; j < nb; ++j) eye[j * D + d0 + j] = 1.0;
+    cuda_project_sort(xd.data(), x.n, yd.data(), y.n, D, x.weights, y.weights, eye.data(), nb, kx.data(),
+                      x.weights ? swx.data() : nullptr, ky.data(), y.weights ? swy.data() : nullptr);
+    parallel_for(nb, 1, [&](std::size_t b, std::size_t e) {
+      for (std::size_t j = b; j < e; ++j) {
+        const Sorted<std::uint64_t> sa{kx.data() + j * x.n, x.weights ? swx.data() + j * x.n : nullptr, x.n};
+        const Sorted<std::uint64_t> sb{ky.data() + j * y.n, y.weights ? swy.data() + j * y.n : nullptr, y.n};
+        ks_merge<std::uint64_t>(sa, sb, d_plus[d0 + j], d_minus[d0 + j]);
+      }
+    });
+  }
+#else
+  (void)x;
+  (void)y;
+  (void)d_plus;
+  (void)d_minus;
+  throw std::invalid_argument(
+      "argument 'device': 'cuda' was requested but this nfhep core was built without CUDA; rebuild with "
+      "-DNFHEP_CUDA=ON (e.g. pip install . -Ccmake.define.NFHEP_CUDA=ON) on a machine with nvcc");
+#endif
+}
+
 }  // namespace
 
 double w1_sorted_keys(const std::uint64_t* a, const double* wa, std::size_t na, const std::uint64_t* b,
@@ -252,8 +288,13 @@ void validate_sample(const Sample<T>& s, const char* name, const char* weights_n
 }
 
 template <class T>
-void ks_statistics(const Sample<T>& x, const Sample<T>& y, double* d_plus, double* d_minus, bool check_finite) {
+void ks_statistics(const Sample<T>& x, const Sample<T>& y, double* d_plus, double* d_minus, bool check_finite,
+                   Device device) {
   detail::check_pair(x, y, check_finite);
+  if (device == Device::cuda) {
+    detail::ks_cuda(x, y, d_plus, d_minus);
+    return;
+  }
   using K = detail::KeyOf<T>;
   detail::WorkPool<K> pool;
   parallel_for(x.dim, 1, [&](std::size_t b, std::size_t e) {
@@ -442,7 +483,7 @@ void hpdi(const Sample<T>& x, const double* probs, std::size_t n_probs, double* 
 
 #define NFHEP_METRICS_INSTANTIATE(T)                                                                        \
   template NFHEP_API void validate_sample<T>(const Sample<T>&, const char*, const char*, bool);              \
-  template NFHEP_API void ks_statistics<T>(const Sample<T>&, const Sample<T>&, double*, double*, bool);      \
+  template NFHEP_API void ks_statistics<T>(const Sample<T>&, const Sample<T>&, double*, double*, bool, Device); \
   template NFHEP_API void wasserstein_per_dim<T>(const Sample<T>&, const Sample<T>&, double*, bool);         \
   template NFHEP_API void project<T>(const Sample<T>&, const double*, std::size_t, double*);                 \
   template NFHEP_API void sliced_wasserstein<T>(const Sample<T>&, const Sample<T>&, const double*,           \

@@ -28,6 +28,7 @@ struct Sample {
   const double* weights = nullptr;
 };
 
+
 /// Where the sliced-Wasserstein projection and sorts run. Device::cuda needs a NFHEP_CUDA=ON build and a
 /// CUDA device (the CUDA path is compile-checked in CI but has never run on a device in development).
 enum class Device { cpu, cuda };
@@ -39,10 +40,11 @@ NFHEP_API void validate_sample(const Sample<T>& s, const char* name, const char*
 
 /// Per-dimension KS statistics. d_plus[d] = max_x (F_x(x) - F_y(x)) (scipy's alternative='greater'),
 /// d_minus[d] = max(0, max_x (F_y(x) - F_x(x))) ('less'); two-sided D = max(d_plus, d_minus). Both
-/// arrays have x.dim entries.
+/// arrays have x.dim entries. Device::cuda sorts the columns on the GPU (as projections on the unit
+/// vectors, which reproduce every value exactly) and merges on the host.
 template <class T>
 NFHEP_API void ks_statistics(const Sample<T>& x, const Sample<T>& y, double* d_plus, double* d_minus,
-                             bool check_finite = true);
+                             bool check_finite = true, Device device = Device::cpu);
 
 /// Per-dimension W1 = integral |F_x - F_y| dt (merged sorted supports; weights allowed). out: x.dim values.
 template <class T>

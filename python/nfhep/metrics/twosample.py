@@ -157,6 +157,7 @@ def ks_2samp(
     method: Literal["auto", "exact", "asymp"] = "auto",
     weights_x: Any = None,
     weights_y: Any = None,
+    device: Literal["cpu", "cuda"] = "cpu",
     check_finite: bool = True,
 ) -> KSResult:
     r"""Two-sample Kolmogorov-Smirnov test for every dimension of ``x`` (n1, D) and ``y`` (n2, D).
@@ -182,6 +183,9 @@ def ks_2samp(
     method : {'auto', 'exact', 'asymp'}
     weights_x, weights_y : array_like, optional
         Non-negative per-event weights.
+    device : {'cpu', 'cuda'}
+        'cuda' sorts the columns on a GPU (needs a ``NFHEP_CUDA=ON`` build; compile-checked only, no GPU
+        was available to run it during development).
     check_finite : bool
         Raise ValueError on NaN/inf (default). If False, non-finite values give undefined results.
 
@@ -200,7 +204,9 @@ def ks_2samp(
     weighted = wx is not None or wy is not None
     if weighted and method == "exact":
         raise ValueError("argument 'method': 'exact' p-values are not available with weights; use 'asymp'")
-    dp, dm = _core.metrics.ks_statistics(xa, ya, weights_x=wx, weights_y=wy, check_finite=check_finite)
+    dp, dm = _core.metrics.ks_statistics(
+        xa, ya, weights_x=wx, weights_y=wy, check_finite=check_finite, device=device
+    )
     if alternative == "two-sided":
         stat = np.where(dm > dp, dm, dp)
     elif alternative == "greater":
