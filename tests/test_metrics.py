@@ -431,3 +431,17 @@ def test_ks_cuda_request_without_cuda_build(rng):
         pytest.skip("this build has CUDA")
     with pytest.raises(ValueError, match="NFHEP_CUDA=ON"):
         M.ks_2samp(x, x, device="cuda")
+
+
+def test_w1_equal_sizes_fast_path_matches_scipy(rng):
+    from scipy import stats as st
+
+    x = rng.normal(size=(1500, 2))
+    y = np.round(rng.standard_t(3, size=(1500, 2)), 1)  # ties in y
+    w = M.wasserstein_per_dim(x, y)
+    dirs = M.random_directions(3, 2, seed=0)
+    s = M.sliced_wasserstein(x, y, directions=dirs).per_direction
+    for d in range(2):
+        assert _rel(w[d], st.wasserstein_distance(x[:, d], y[:, d])) <= RTOL
+    for j, u in enumerate(dirs):
+        assert _rel(s[j], st.wasserstein_distance(x @ u, y @ u)) <= RTOL

@@ -1,4 +1,4 @@
-// LSD radix sort on the order-preserving bit transform of floats (see nfhep/sort.hpp).
+// MSD radix sort on the order-preserving bit transform of floats (see nfhep/sort.hpp).
 #include "nfhep/sort.hpp"
 
 #include <algorithm>
@@ -10,68 +10,91 @@
 namespace nfhep {
 namespace {
 
-constexpr int kBits = 11;
-constexpr std::size_t kRadix = std::size_t{1} << kBits;
-constexpr std::size_t kMask = kRadix - 1;
+constexpr std::size_t kRadix = std::size_t{1} << 11;
+
+template <class K>
+void insertion_sort(K* keys, double* values, std::size_t n) {
+  for (std::size_t i = 1; i < n; ++i) {
+    const K k = keys[i];
+    const double v = values ? values[i] : 0.0;
+    std::size_t j = i;
+    while (j > 0 && keys[j - 1] > k) {
+      keys[j] = keys[j - 1];
+      if (values) values[j] = values[j - 1];
+      --j;
+    }
+    keys[j] = k;
+    if (values) values[j] = v;
+  }
+}
+
+constexpr std::size_t kInsertion = 32;
+
+/// MSD radix sort of keys[0..n) whose bits at and above `hi_bit` are all equal. One stable scatter
+/// per level into `scratch`, copied back, then each bucket recursively. The first level touches all
+/// memory; deeper levels work on buckets that fit in cache. The digit width adapts to the bucket size
+/// (11 bits for large buckets, fewer for small ones so the histogram stays cheap); runs of equal digits
+/// are skipped; buckets of <= 32 keys finish with insertion sort.
+template <class K>
+void msd_sort(K* keys, K* scratch, std::size_t n, int hi_bit, double* values, double* vscratch,
+              std::size_t* hist) {
+  while (true) {
+    if (n <= kInsertion || hi_bit <= 0) {
+      if (hi_bit > 0) insertion_sort(keys, values, n);
+      return;
+    }
+    const int want = n > 65536 ? 11 : n > 4096 ? 8 : n > 512 ? 6 : 4;
+    const int bits = want < hi_bit ? want : hi_bit;
+    const int shift = hi_bit - bits;
+    const std::size_t nb = std::size_t{1} << bits;
+    const K mask = static_cast<K>(nb - 1);
+    std::fill(hist, hist + nb, std::size_t{0});
+    for (std::size_t i = 0; i < n; ++i) ++hist[(keys[i] >> shift) & mask];
+    if (hist[(keys[0] >> shift) & mask] == n) {  // every key has the same digit: next digit
+      hi_bit = shift;
+      continue;
+    }
+    std::size_t starts[2049];
+    std::size_t sum = 0;
+    for (std::size_t b = 0; b < nb; ++b) {
+      starts[b] = sum;
+      sum += hist[b];
+    }
+    starts[nb] = n;
+    std::size_t pos[2048];
+    std::copy(starts, starts + nb, pos);
+    if (values) {
+      for (std::size_t i = 0; i < n; ++i) {
+        const K k = keys[i];
+        const std::size_t p = pos[(k >> shift) & mask]++;
+        scratch[p] = k;
+        vscratch[p] = values[i];
+      }
+      std::memcpy(values, vscratch, n * sizeof(double));
+    } else {
+      for (std::size_t i = 0; i < n; ++i) {
+        const K k = keys[i];
+        scratch[pos[(k >> shift) & mask]++] = k;
+      }
+    }
+    std::memcpy(keys, scratch, n * sizeof(K));
+    for (std::size_t b = 0; b < nb; ++b) {
+      const std::size_t m = starts[b + 1] - starts[b];
+      if (m > 1)
+        msd_sort(keys + starts[b], scratch + starts[b], m, shift, values ? values + starts[b] : nullptr,
+                 values ? vscratch + starts[b] : nullptr, hist);
+    }
+    return;
+  }
+}
 
 template <class K>
 K* radix_sort_impl(K* keys, K* scratch, std::size_t n, double* values, double* vscratch, double** values_out) {
-  constexpr int n_pass = (static_cast<int>(sizeof(K)) * 8 + kBits - 1) / kBits;
   if (values_out) *values_out = values;
   if (n < 2) return keys;
-  if (n <= 64) {  // insertion sort: stable, no histogram overhead for tiny inputs
-    for (std::size_t i = 1; i < n; ++i) {
-      const K k = keys[i];
-      const double v = values ? values[i] : 0.0;
-      std::size_t j = i;
-      while (j > 0 && keys[j - 1] > k) {
-        keys[j] = keys[j - 1];
-        if (values) values[j] = values[j - 1];
-        --j;
-      }
-      keys[j] = k;
-      if (values) values[j] = v;
-    }
-    return keys;
-  }
-  std::vector<std::size_t> hist(static_cast<std::size_t>(n_pass) * kRadix, 0);
-  for (std::size_t i = 0; i < n; ++i) {
-    const K k = keys[i];
-    for (int p = 0; p < n_pass; ++p) ++hist[p * kRadix + ((k >> (p * kBits)) & kMask)];
-  }
-  K* src = keys;
-  K* dst = scratch;
-  double* vsrc = values;
-  double* vdst = vscratch;
-  for (int p = 0; p < n_pass; ++p) {
-    std::size_t* h = &hist[p * kRadix];
-    const int shift = p * kBits;
-    // Skip a pass whose digit is constant (every key lands in one bucket).
-    if (h[(src[0] >> shift) & kMask] == n) continue;
-    std::size_t sum = 0;
-    for (std::size_t b = 0; b < kRadix; ++b) {
-      const std::size_t c = h[b];
-      h[b] = sum;
-      sum += c;
-    }
-    if (values) {
-      for (std::size_t i = 0; i < n; ++i) {
-        const K k = src[i];
-        const std::size_t pos = h[(k >> shift) & kMask]++;
-        dst[pos] = k;
-        vdst[pos] = vsrc[i];
-      }
-      std::swap(vsrc, vdst);
-    } else {
-      for (std::size_t i = 0; i < n; ++i) {
-        const K k = src[i];
-        dst[h[(k >> shift) & kMask]++] = k;
-      }
-    }
-    std::swap(src, dst);
-  }
-  if (values_out) *values_out = vsrc;
-  return src;
+  std::vector<std::size_t> hist(kRadix);
+  msd_sort<K>(keys, scratch, n, static_cast<int>(sizeof(K) * 8), values, vscratch, hist.data());
+  return keys;
 }
 
 template <class T, class K>
