@@ -54,7 +54,7 @@ def _ks_cases(rng):
 @pytest.mark.parametrize("alternative", ["two-sided", "less", "greater"])
 @pytest.mark.parametrize("method", ["auto", "exact", "asymp"])
 def test_ks_matches_scipy(alternative, method, rng):
-    st = require_module("scipy.stats")
+    require_module("scipy")
     from scipy import stats as st
 
     for x, y in _ks_cases(rng):
@@ -226,7 +226,7 @@ def test_projection_and_threads_bitwise(rng):
     finally:
         nfhep.set_num_threads(old)
     for r in res[1:]:
-        for a, b in zip(r, res[0]):
+        for a, b in zip(r, res[0], strict=True):
             np.testing.assert_array_equal(a, b)
 
 

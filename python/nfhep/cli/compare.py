@@ -59,8 +59,12 @@ def run(args: argparse.Namespace) -> int:
             if len(parts) != 2:
                 raise ValueError(f"--pairs entries must be A,B, got {s!r}")
             pairs.append((parts[0], parts[1]))
-    x, w_x = read_tree(args.reference, args.features, weight=wa, selection=args.selection, max_events=args.max_events)
-    y, w_y = read_tree(args.test, args.features, weight=wb, selection=args.selection, max_events=args.max_events)
+    x, w_x = read_tree(
+        args.reference, args.features, weight=wa, selection=args.selection, max_events=args.max_events
+    )
+    y, w_y = read_tree(
+        args.test, args.features, weight=wb, selection=args.selection, max_events=args.max_events
+    )
     rep = compare(
         x, y, features=args.features, weights_x=w_x, weights_y=w_y, n_iter=args.n_iter, seed=args.seed,
         run_c2st=not args.no_c2st,

@@ -43,7 +43,12 @@ def _hist(v: np.ndarray, w: np.ndarray | None, edges: np.ndarray) -> tuple[np.nd
 
 
 def plot_report(
-    rep: ComparisonReport, directory: Path, *, pairs: Sequence[tuple[str, str]] | None, bins: int, max_pairs: int
+    rep: ComparisonReport,
+    directory: Path,
+    *,
+    pairs: Sequence[tuple[str, str]] | None,
+    bins: int,
+    max_pairs: int,
 ) -> list[Path]:
     import matplotlib
 
@@ -105,7 +110,9 @@ def plot_report(
             pair_idx = []
             for a, b in pairs or []:
                 if a not in idx or b not in idx:
-                    raise ValueError(f"argument 'pairs': unknown feature in ({a!r}, {b!r}); have {rep.features}")
+                    raise ValueError(
+                        f"argument 'pairs': unknown feature in ({a!r}, {b!r}); have {rep.features}"
+                    )
                 pair_idx.append((idx[a], idx[b]))
         for i, j in pair_idx:
             fig, ax = plt.subplots(figsize=(5.5, 5))

@@ -51,18 +51,24 @@ def read_tree(
     with f:
         if tree_name not in f:
             have = sorted({k.split(";")[0] for k in f.keys()})
-            raise ValueError(f"file {path!r} has no tree {tree_name!r} (it has: {', '.join(have) or 'nothing'})")
+            raise ValueError(
+                f"file {path!r} has no tree {tree_name!r} (it has: {', '.join(have) or 'nothing'})"
+            )
         tree = f[tree_name]
         if not hasattr(tree, "arrays"):
             raise ValueError(f"{path}:{tree_name} is not a TTree")
         wanted = list(branches) + ([weight] if weight else [])
         for b in wanted:
             if b not in tree.keys():
-                raise ValueError(f"tree {tree_name!r} of {path!r} has no branch {b!r} (it has: {', '.join(tree.keys())})")
+                raise ValueError(
+                    f"tree {tree_name!r} of {path!r} has no branch {b!r} (it has: {', '.join(tree.keys())})"
+                )
         try:
             arrs = tree.arrays(wanted, cut=selection, library="np", entry_stop=max_events)
         except Exception as err:
-            raise ValueError(f"{path}:{tree_name}: cannot read branches {wanted} with selection {selection!r}: {err}") from err
+            raise ValueError(
+                f"{path}:{tree_name}: cannot read branches {wanted} with selection {selection!r}: {err}"
+            ) from err
         cols = []
         for b in wanted:
             a = arrs[b]
@@ -73,7 +79,9 @@ def read_tree(
             cols.append(a.astype(np.float64))
     n = cols[0].shape[0] if cols else 0
     if n == 0:
-        raise ValueError(f"{path}:{tree_name}: no events" + (f" pass the selection {selection!r}" if selection else ""))
+        raise ValueError(
+            f"{path}:{tree_name}: no events" + (f" pass the selection {selection!r}" if selection else "")
+        )
     data = np.stack(cols[: len(branches)], axis=1)
     w = cols[-1] if weight else None
     return np.ascontiguousarray(data), w

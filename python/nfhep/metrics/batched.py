@@ -114,7 +114,7 @@ def batched_metrics(
     dirs = random_directions(2 * dim if n_directions is None else int(n_directions), dim, seed=seed)
     pr = tuple(float(p) for p in np.atleast_1d(probs))
     ksp, kss, w1, swd, fro, hp, hpw = [], [], [], [], [], [], []
-    for sx, sy in zip(bx, by):
+    for sx, sy in zip(bx, by, strict=True):
         xb, yb = xa[sx], ya[sy]
         wxb = None if wx is None else wx[sx]
         wyb = None if wy is None else wy[sy]

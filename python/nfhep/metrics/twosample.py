@@ -110,7 +110,9 @@ def ks_pvalue(
     from scipy.stats import distributions
 
     if alternative not in ("two-sided", "less", "greater"):
-        raise ValueError(f"argument 'alternative' must be 'two-sided', 'less' or 'greater', got {alternative!r}")
+        raise ValueError(
+            f"argument 'alternative' must be 'two-sided', 'less' or 'greater', got {alternative!r}"
+        )
     if method not in ("auto", "exact", "asymp"):
         raise ValueError(f"argument 'method' must be 'auto', 'exact' or 'asymp', got {method!r}")
     n1, n2 = int(n1), int(n2)
@@ -195,7 +197,9 @@ def ks_2samp(
         ``statistic``, ``pvalue``, ``d_plus``, ``d_minus`` (shape (D,)) and the method used per dimension.
     """
     if alternative not in ("two-sided", "less", "greater"):
-        raise ValueError(f"argument 'alternative' must be 'two-sided', 'less' or 'greater', got {alternative!r}")
+        raise ValueError(
+            f"argument 'alternative' must be 'two-sided', 'less' or 'greater', got {alternative!r}"
+        )
     if method not in ("auto", "exact", "asymp"):
         raise ValueError(f"argument 'method' must be 'auto', 'exact' or 'asymp', got {method!r}")
     xa, ya = as_pair(x, y)
@@ -238,7 +242,9 @@ def ks_2samp(
     return KSResult(statistic=stat, pvalue=pval, d_plus=dp, d_minus=dm, method=used, alternative=alternative)
 
 
-def random_directions(n_directions: int, dim: int, *, seed: int | np.random.Generator | None = None) -> np.ndarray:
+def random_directions(
+    n_directions: int, dim: int, *, seed: int | np.random.Generator | None = None
+) -> np.ndarray:
     """``n_directions`` unit vectors uniform on the sphere S^{dim-1}: normalised standard normals.
 
     Reproducible: the same ``seed`` (an int, or a ``numpy.random.Generator``) gives the same directions.
@@ -309,7 +315,9 @@ def sliced_wasserstein(
     per = _core.metrics.sliced_wasserstein(
         xa, ya, dirs, weights_x=wx, weights_y=wy, check_finite=check_finite, device=device
     )
-    return SlicedWassersteinResult(mean=float(per.mean()), std=float(per.std()), per_direction=per, directions=dirs)
+    return SlicedWassersteinResult(
+        mean=float(per.mean()), std=float(per.std()), per_direction=per, directions=dirs
+    )
 
 
 def wasserstein_per_dim(
