@@ -6,7 +6,8 @@ parts (sorting, ECDF merges, projections) in nfhep's C++ core:
 - :func:`ks_2samp` — Kolmogorov-Smirnov per dimension (scipy's semantics, weights allowed);
 - :func:`sliced_wasserstein`, :func:`wasserstein_per_dim`, :func:`random_directions`;
 - :func:`frobenius_correlation`, :func:`anderson_ksamp`, :func:`hpdi`, :func:`hpdie`,
-  :func:`mean_cov_difference`, :func:`c2st` (classifier two-sample test);
+  :func:`mean_cov_difference`, :func:`c2st` (classifier two-sample test), :func:`fpd` and :func:`kpd`
+  (Fréchet / kernel physics distances, arXiv:2211.10295);
 - :func:`batched_metrics` (the papers' batched summaries) and :func:`compare` (everything, as a
   report with markdown/JSON output and plots); on the command line: ``nfhep compare``.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from .batched import BatchedMetrics, batched_metrics, split_batches
 from .c2st import C2STResult, c2st
+from .physics import DistanceEstimate, fpd, frechet_distance, kpd
 from .report import ComparisonReport, compare
 from .twosample import (
     HPDI_PROBS,
@@ -40,12 +42,16 @@ __all__ = [
     "BatchedMetrics",
     "C2STResult",
     "ComparisonReport",
+    "DistanceEstimate",
     "KSResult",
     "SlicedWassersteinResult",
     "anderson_ksamp",
     "batched_metrics",
     "c2st",
     "compare",
+    "fpd",
+    "frechet_distance",
+    "kpd",
     "correlation",
     "frobenius_correlation",
     "hpdi",
