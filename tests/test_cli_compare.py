@@ -76,3 +76,25 @@ def test_cli_errors(files, args, message, capsys):
     argv = ["compare"] + [a.format(a=files["a"], b=files["b"]) for a in args] + ["--no-c2st"]
     assert main(argv) == 1
     assert message in capsys.readouterr().err
+
+
+def test_cli_on_real_root_tutorial_file(tmp_path):
+    """hsimple.root from the ROOT pip build: px, py of the tree `ntuple` against themselves."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("ROOT")
+    from conftest import require
+
+    require(spec is not None and spec.origin is not None, "the ROOT pip build is not installed")
+    path = Path(spec.origin).parent / "tutorials" / "hsimple.root"
+    require(path.is_file(), f"{path} not found")
+    rep = tmp_path / "h.json"
+    rc = main([
+        "compare", f"{path}:ntuple", f"{path}:ntuple", "--features", "px", "py", "--selection", "pz > 1",
+        "--report", str(rep), "--no-c2st", "--n-iter", "4",
+    ])  # fmt: skip
+    assert rc == 0
+    d = json.loads(rep.read_text())
+    assert d["summary"]["swd"]["mean"] == 0.0  # identical samples
+    assert d["summary"]["ks_pvalue"]["median"] == 1.0
