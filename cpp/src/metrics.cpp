@@ -183,7 +183,7 @@ void ks_merge(const Sorted<K>& a, const Sorted<K>& b, double& d_plus, double& d_
     if (d < dmin) dmin = d;
   }
   d_plus = dmax;
-  d_minus = std::min(std::max(-dmin, 0.0), 1.0);
+  d_minus = std::min(std::max(0.0 - dmin, 0.0), 1.0);  // 0.0 - 0.0 is +0.0: no "-0" in results
 }
 
 template <class K>
