@@ -63,16 +63,16 @@ def main(argv: list[str] | None = None) -> None:
                 core.set_simd(level)
                 for th in threads:
                     nfhep.set_num_threads(th)
-                    t_f = _best(lambda: b.rqs_forward(x, p), args.reps)
-                    t_i = _best(lambda: b.rqs_inverse(x, p), args.reps)
+                    t_f = _best(lambda x=x, p=p: b.rqs_forward(x, p), args.reps)
+                    t_i = _best(lambda x=x, p=p: b.rqs_inverse(x, p), args.reps)
 
-                    def fb():
-                        y, _ = b.rqs_forward(x, p)
+                    def fb(x=x, p=p, g=g):
+                        b.rqs_forward(x, p)
                         b.rqs_backward(x, p, g, g)
 
                     t_fb = _best(fb, args.reps)
-                    t_a = _best(lambda: b.affine_forward(x, ap_), args.reps)
-                    t_c = _best(lambda: np.copyto(dst, src), args.reps)
+                    t_a = _best(lambda x=x, q=ap_: b.affine_forward(x, q), args.reps)
+                    t_c = _best(lambda d=dst, s=src: np.copyto(d, s), args.reps)
                     print(
                         f"{dt.name:8} {level:8} {th:>3} {t_f * scale:8.3f} {t_i * scale:8.3f} "
                         f"{t_fb * scale:8.3f} {t_a * scale:8.3f} {t_c * scale:8.3f}",
