@@ -47,9 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     levels = core.build_info()["simd_available"]
     threads = [int(t) for t in args.threads.split(",")]
     print(f"{args.rows} x {args.dims} elements, K = {args.bins}; seconds scaled to 28 M elements (1e6 x 28)")
-    print(
-        f"{'dtype':8} {'simd':8} {'thr':>3} {'rqs fwd':>8} {'rqs inv':>8} {'rqs f+b':>8} {'aff fwd':>8} {'copy':>8}"
-    )
+    cols = ["rqs fwd", "rqs inv", "rqs f+b", "aff fwd", "copy"]
+    print(f"{'dtype':8} {'simd':8} {'thr':>3} " + " ".join(f"{c:>8}" for c in cols))
     before = nfhep.get_num_threads()
     try:
         for dt in [np.dtype(d) for d in args.dtypes.split(",")]:
