@@ -15,7 +15,8 @@
 //   y        = Y_b + h [s theta^2 + d0 theta(1-theta)] / Dn,   Dn = s + (d0 + d1 - 2s) theta(1-theta)
 //   dy/dx    = s^2 M / Dn^2,   M = d1 theta^2 + 2 s theta(1-theta) + d0 (1-theta)^2
 //   inverse  a = h(s - d0) + (y - Y_b)(d0 + d1 - 2s), b = h d0 - (y - Y_b)(d0 + d1 - 2s), c = -s (y - Y_b),
-//            theta = 2c / (-b - sqrt(max(b^2 - 4ac, 0))) clamped to [0, 1].
+//            theta = 2c / (-b - sqrt(max(b^2 - 4ac, 0))) for b >= 0, (-b + sqrt(...)) / (2a) for b < 0
+//            (the same root without cancellation), clamped to [0, 1].
 //
 // The block functions work on L lanes at once (the CPU instantiates L = 16 for float and double, and the
 // compiler vectorises every `for (l < L)` loop; CUDA instantiates L = 1, one element per thread).
@@ -69,8 +70,16 @@ NFHEP_MATH T rqs_bin_inverse_theta(T y, T yl, T h, T s, T d0, T d1) {
   const T c = -s * dy;
   T disc = b * b - T(4) * a * c;
   disc = disc > T(0) ? disc : T(0);
-  const T q = -b - math::sqrt_(disc);
-  T theta = q != T(0) ? (T(2) * c) / q : T(0);
+  // The spline's root is theta = 2c / (-b - sqrt(disc)) = (-b + sqrt(disc)) / (2a). Each form cancels
+  // catastrophically for one sign of b (float32 errors ~1e-4 near the top of a bin with a steep right
+  // derivative), so take the cancellation-free one: the first for b >= 0, the second for b < 0. Both are
+  // computed and one is selected (branch-free); a zero denominator in the unused form is harmless.
+  const T sq = math::sqrt_(disc);
+  const T q_pos = -b - sq;  // |q_pos| = |b| + sqrt(disc) when b >= 0
+  const T q_neg = -b + sq;  // = |b| + sqrt(disc) when b < 0
+  const T theta_pos = q_pos != T(0) ? (T(2) * c) / q_pos : T(0);
+  const T theta_neg = a != T(0) ? q_neg / (T(2) * a) : T(0);
+  T theta = b >= T(0) ? theta_pos : theta_neg;
   theta = theta > T(0) ? theta : T(0);  // also maps NaN to 0
   theta = theta < T(1) ? theta : T(1);
   return theta;
