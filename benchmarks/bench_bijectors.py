@@ -77,17 +77,21 @@ def _make_inputs(torch: Any, n: int, d: int, p: int, dtype: Any, seed: int) -> t
     return x, params
 
 
-def _time_reps(fn: Any, reps: int, cleanup: Any = None) -> list[float]:
+def _time_reps(fn: Any, reps: int, cleanup: Any = None) -> dict[str, list[float]]:
+    """Wall-clock and process CPU times (all threads) of each repetition."""
     times: list[float] = []
+    cpu: list[float] = []
     for _ in range(max(1, reps)):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         if cleanup is not None:
             cleanup()
-        if times[-1] > 5.0 and len(times) >= 1:
+        if times[-1] > 5.0:
             break
-    return times
+    return {"times": times, "cpu": cpu}
 
 
 def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -114,14 +118,13 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         if who == "copy-prealloc":
             dst = torch.empty_like(src)
             dst.copy_(src)  # touch the pages once
-            times = _time_reps(lambda: dst.copy_(src), reps)
+            return _time_reps(lambda: dst.copy_(src), reps)
         else:
 
             def fresh() -> None:
                 state["out"] = src.clone()
 
-            times = _time_reps(fresh, reps, lambda: state.clear())
-        return {"times": times}
+            return _time_reps(fresh, reps, lambda: state.clear())
 
     x_full, params_full = _make_inputs(torch, n, d, p, dtype, seed=1234)
     grad = op == "fwd+bwd"
@@ -210,7 +213,7 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
     make_call(x_full[:m].clone(), params_full[:m].clone())()
     state.clear()
     call = make_call(x_full, params_full)
-    return {"times": _time_reps(call, reps, lambda: state.clear())}
+    return _time_reps(call, reps, lambda: state.clear())
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -229,6 +232,7 @@ class Result:
     peak_gib: float | None
     note: str = ""
     times: list[float] = field(default_factory=list)
+    cpu_seconds: float | None = None
 
 
 def spawn(cfg: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, float, str]:
@@ -289,6 +293,19 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def git_head() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", os.path.dirname(os.path.abspath(__file__)), "log", "-1", "--format=%h %s"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()[:80]
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def default_threads() -> int:
@@ -354,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     dtypes = [s.strip() for s in args.dtypes.split(",") if s.strip()]
     info = nfhep.build_info()
     started = _dt.datetime.now(_dt.timezone.utc)
+    load_start = os.getloadavg()[0]
 
     def versions() -> str:
         out = [f"torch {info.get('torch')}", f"nfhep {info['version']}"]
@@ -413,9 +431,11 @@ def main(argv: list[str] | None = None) -> int:
             peak,
             note or err,
             res["times"] if res else [],
+            min(res["cpu"]) if res else None,
         )
         log(
             f"{bij:6s} {dt} {op:8s} {who:14s} rows={n:>8d} s={fmt_s(r.seconds):>7s} "
+            f"cpu={fmt_s(r.cpu_seconds)} "
             f"peak={peak:.2f} GiB {r.note}"
         )
         results.append(r)
@@ -461,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
     add("")
     add(f"- date: {started:%Y-%m-%d %H:%M} UTC; machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}")
     add(
+        f"- source: git {git_head()}; load average (1 min) at start {load_start:.1f}, at end "
+        f"{os.getloadavg()[0]:.1f} (a shared machine: other jobs inflate wall-clock times; 'CPU s' is the "
+        "process CPU time of the best repetition, all threads, less sensitive to that)"
+    )
+    add(
         f"- SIMD level: {info['simd']} (compiled: {', '.join(info['simd_compiled'])}); "
         f"CUDA compiled: {info['cuda']}"
     )
@@ -488,16 +513,16 @@ def main(argv: list[str] | None = None) -> int:
         add("")
         if bij == "rqs":
             add(
-                "| dtype | op | contender | rows | seconds | peak GiB | vs zuko | vs nflows | vs torch path "
-                "| note |"
+                "| dtype | op | contender | rows | seconds | CPU s | peak GiB | vs zuko | vs nflows "
+                "| vs torch path | note |"
             )
-            add("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+            add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
         else:
             add(
-                "| dtype | op | contender | rows | seconds | peak GiB | × copy (prealloc) | × copy (fresh) "
-                "| note |"
+                "| dtype | op | contender | rows | seconds | CPU s | peak GiB | × copy (prealloc) "
+                "| × copy (fresh) | note |"
             )
-            add("|---|---|---|---:|---:|---:|---:|---:|---|")
+            add("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
         for dt in dtypes:
             for op in OPS:
                 for r in [r for r in results if r.bijector == bij and r.dtype == dt and r.op == op]:
@@ -520,9 +545,8 @@ def main(argv: list[str] | None = None) -> int:
                                     ratio = a.seconds / r.seconds
                             ratios.append(fmt_ratio(ratio))
                         add(
-                            f"| {dt} | {op} | {r.contender} | {r.rows:,} | {fmt_s(r.seconds)} | {peak} | "
-                            + " | ".join(ratios)
-                            + f" | {r.note} |"
+                            f"| {dt} | {op} | {r.contender} | {r.rows:,} | {fmt_s(r.seconds)} | "
+                            f"{fmt_s(r.cpu_seconds)} | {peak} | " + " | ".join(ratios) + f" | {r.note} |"
                         )
                     else:
                         fl = find(bij, dt, op, "copy-prealloc", r.rows)
@@ -532,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
                         if r.contender.startswith("copy"):
                             x1 = x2 = ""
                         add(
-                            f"| {dt} | {op} | {r.contender} | {r.rows:,} | {fmt_s(r.seconds)} | {peak} | "
+                            f"| {dt} | {op} | {r.contender} | {r.rows:,} | {fmt_s(r.seconds)} | "
+                            f"{fmt_s(r.cpu_seconds)} | {peak} | "
                             f"{x1} | {x2} | {r.note} |"
                         )
         add("")

@@ -81,9 +81,7 @@ def _scalar_knots(p, k, mw, mh, md, bound):
 
 def _scalar_rqs(x, p, *, inverse=False, bound=B, mw=1e-3, mh=1e-3, md=1e-3):
     k = (len(p) + 1) // 3
-    if math.isnan(x):
-        return x, math.nan
-    if not (-bound <= x <= bound):
+    if not (-bound <= x <= bound):  # tails, and NaN (treated as a tail)
         return x, 0.0
     kx, ky, kd = _scalar_knots(p, k, mw, mh, md, bound)
     search = ky if inverse else kx
@@ -210,9 +208,36 @@ def test_torch_path_second_order():
 
 # --- C++ vs torch ----------------------------------------------------------------------------------------
 
-# tolerances: float64 tight (a few ulp of the spline's scale B, amplified by the slope for the inverse);
-# float32 loose (float32 arithmetic in both paths, different operation order)
+# tolerances: float64 tight, float32 loose (float32 arithmetic in both paths, different operation order),
+# in units of the spline's scale, plus the conditioning of the problem: a rounding of the input or of a
+# knot position (~eps*B) may move the output and log|det| by as much as the exact (float64) functions vary
+# over an input interval of that size. Near a knot with a small derivative log|det| is very steep on one
+# side (one-sided slopes differ by orders of magnitude), hence a two-sided variation, not a derivative.
 TOL = {torch.float64: 1e-11, torch.float32: 2e-5}
+
+
+def variation(x, p, inverse, dtype):
+    """max over s = ±1 of |f64(x + s*delta) - f64(x)| for the output and log|det|, delta = 8 eps(dtype) B."""
+    delta = 8 * torch.finfo(dtype).eps * B
+    x64, p64 = x.double(), p.double()
+    out0, lad0 = rqs(x64, p64, inverse=inverse, backend="torch")
+    var_o = torch.zeros_like(out0)
+    var_l = torch.zeros_like(lad0)
+    for sign in (-1.0, 1.0):
+        o, l_ = rqs(x64 + sign * delta, p64, inverse=inverse, backend="torch")
+        var_o = torch.maximum(var_o, (o - out0).abs())
+        var_l = torch.maximum(var_l, (l_ - lad0).abs())
+    return var_o, var_l, lad0
+
+
+def assert_agree(yc, lc, yt, lt, x, p, inverse, tol):
+    var_o, var_l, lad64 = variation(x, p, inverse, yc.dtype)
+    err_y = (yc.double() - yt.double()).abs() - 2 * var_o
+    err_l = (lc.double() - lt.double()).abs() - 2 * var_l
+    assert (err_y / B).max().item() <= tol, f"max |dy| beyond conditioning {err_y.max().item():.3g}"
+    assert (err_l / (1 + lad64.abs())).max().item() <= 4 * tol, (
+        f"max |dlad| beyond cond. {err_l.max().item():.3g}"
+    )
 
 
 def _agreement_case(k, dtype, seed, scale):
@@ -222,10 +247,32 @@ def _agreement_case(k, dtype, seed, scale):
     return x, p, pe
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("k", [2, 3, 8, 16])
-@pytest.mark.parametrize("scale", [1.0, 4.0])
-@pytest.mark.parametrize("inverse", [False, True])
+# Known kernel issue (reported to the lead, kernels branch a427c94): the C++ inverse always evaluates the
+# root as 2c / (-b - sqrt(b^2 - 4ac)), which cancels when b < 0 (near the top of a bin whose end derivative
+# exceeds ~2x its mean slope). In float32 that costs up to ~1e-4 absolute in x (hundreds of ulp); the
+# torch path picks the cancellation-free form by the sign of b. strict: these start failing (XPASS) once
+# the kernel is fixed, so the markers get removed then.
+KERNEL_CANCELS = pytest.mark.xfail(
+    strict=True,
+    reason="C++ rqs_inverse root cancels for b < 0 (float32 error ~1e-4 near bin tops); "
+    "kernels-branch fix pending",
+)
+
+
+def _agreement_params():
+    out = []
+    for dtype in (torch.float64, torch.float32):
+        for k in (2, 3, 8, 16):
+            for scale in (1.0, 4.0):
+                for inverse in (False, True):
+                    known = dtype == torch.float32 and inverse and (k, scale) == (2, 4.0)
+                    out.append(
+                        pytest.param(dtype, k, scale, inverse, marks=[KERNEL_CANCELS] if known else [])
+                    )
+    return out
+
+
+@pytest.mark.parametrize(("dtype", "k", "scale", "inverse"), _agreement_params())
 def test_cpp_matches_torch(dtype, k, scale, inverse):
     need("cpp", dtype)
     x, p, pe = _agreement_case(k, dtype, seed=7 * k, scale=scale)
@@ -234,17 +281,18 @@ def test_cpp_matches_torch(dtype, k, scale, inverse):
     yc, lc = rqs(x, p, inverse=inverse, backend="cpp")
     yt, lt = rqs(x, p, inverse=inverse, backend="torch")
     assert yc.dtype == dtype and lc.dtype == dtype and yc.shape == x.shape and lc.shape == x.shape
-    tol = TOL[dtype]
-    # the inverse is ill-conditioned where dx/dy is large: scale by the slope (exp(lad) of the inverse)
-    cond = torch.exp(lt.double()).clamp(min=1.0) if inverse else torch.ones_like(lt, dtype=torch.float64)
-    err_y = (yc.double() - yt.double()).abs() / (B * cond)
-    err_l = (lc.double() - lt.double()).abs() / cond
-    assert err_y.max().item() <= tol, f"max scaled |dy| {err_y.max().item():.3g}"
-    assert err_l.max().item() <= 20 * tol, f"max scaled |dlad| {err_l.max().item():.3g}"
+    assert_agree(yc, lc, yt, lt, x, p, inverse, TOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize(
+    ("dtype", "inverse"),
+    [
+        (torch.float64, False),
+        (torch.float64, True),
+        (torch.float32, False),
+        pytest.param(torch.float32, True, marks=KERNEL_CANCELS),
+    ],
+)
 def test_cpp_matches_torch_extreme_logits(dtype, inverse):
     need("cpp", dtype)
     k = 6
@@ -257,10 +305,20 @@ def test_cpp_matches_torch_extreme_logits(dtype, inverse):
     yt, lt = rqs(x, p, inverse=inverse, backend="torch")
     assert torch.isfinite(yc).all() and torch.isfinite(lc).all()
     assert torch.isfinite(yt).all() and torch.isfinite(lt).all()
-    cond = torch.exp(lt.double()).clamp(min=1.0) if inverse else 1.0
-    assert ((yc.double() - yt.double()).abs() / (B * cond)).max() <= TOL[dtype] * 10
-    # log|det| of bins squeezed to the minimum width is O(10): compare relative to that scale
-    assert ((lc.double() - lt.double()).abs() / (cond * (1 + lt.double().abs()))).max() <= TOL[dtype] * 10
+    assert_agree(yc, lc, yt, lt, x, p, inverse, 10 * TOL[dtype])
+
+
+@pytest.mark.parametrize("backend", [pytest.param("cpp", marks=KERNEL_CANCELS), "torch"])
+def test_inverse_root_without_cancellation_float32(backend):
+    """y = B at the top of a flat bin with end derivative 1 > 2 s (b < 0): x must be B, logabsdet 0."""
+    need(backend, torch.float32)
+    p = torch.tensor([[-2.2028568, 2.4382887, 8.357077, -0.10108279, -1.5019885]], dtype=torch.float32)
+    y = torch.tensor([5.0, 4.9999, 4.999], dtype=torch.float32)
+    p = p.expand(3, -1)
+    x, lad = rqs(y, p, inverse=True, backend=backend)
+    x64, lad64 = rqs(y.double(), p.double(), inverse=True, backend="torch")
+    assert abs(x[0].item() - B) <= 4 * torch.finfo(torch.float32).eps * B and abs(lad[0].item()) <= 1e-5
+    assert ((x.double() - x64).abs() <= 4 * torch.finfo(torch.float32).eps * B).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -467,7 +525,7 @@ def test_nan_inf_behaviour(backend, inverse):
     p = rand_params((5,), 4, seed=80)
     y, lad = rqs(x, p, inverse=inverse, backend=backend)
     yv, lv = y.detach().tolist(), lad.detach().tolist()
-    assert math.isnan(yv[0]) and math.isnan(lv[0])
+    assert math.isnan(yv[0]) and lv[0] == 0.0  # NaN is treated as a tail
     assert yv[1:4] == [math.inf, -math.inf, 1e30]
     assert lv[1:4] == [0.0, 0.0, 0.0]
     assert math.isfinite(yv[4]) and math.isfinite(lv[4])
@@ -673,6 +731,20 @@ def test_non_contiguous_and_broadcast_inputs():
         ya, la = affine(x, torch.tensor([0.3, -1.0], dtype=torch.float64), backend=backend)
         torch.testing.assert_close(ya, x * math.exp(0.3) - 1.0, rtol=1e-15, atol=1e-15)
         assert torch.equal(la, torch.full_like(x, 0.3))
+
+
+@pytest.mark.parametrize("backend", PATHS)
+def test_zero_dimensional_input(backend):
+    need(backend)
+    x = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    p = rand_params((), 3, seed=5).requires_grad_()
+    y, lad = rqs(x, p, backend=backend)
+    yr, ladr = rqs(x.detach().reshape(1), p.detach().reshape(1, -1), backend="torch")
+    assert y.shape == () and lad.shape == ()
+    torch.testing.assert_close(y.detach(), yr[0], rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(lad.detach(), ladr[0], rtol=1e-12, atol=1e-12)
+    (y + lad).backward()
+    assert x.grad.shape == () and p.grad.shape == p.shape
 
 
 def test_numpy_not_touched_by_torch_path():

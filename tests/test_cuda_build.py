@@ -60,3 +60,41 @@ def test_cuda_build_imports_without_gpu(cuda_build):
     assert info["cuda_architectures"]
     if info["cuda_devices"] == 0:
         assert info["cuda_status"], "no device: build_info must say why"
+
+
+def test_cuda_launchers_exist_and_fail_clearly_without_gpu(cuda_build):
+    """The CUDA build exposes the cuda_* launchers; without a device a launch raises RuntimeError naming
+    the CUDA error, and bad options raise ValueError before any CUDA call. The CPU kernels still work."""
+    code = (
+        "import numpy as np\n"
+        "b = core.bijectors\n"
+        "names = ['cuda_rqs_forward', 'cuda_rqs_inverse', 'cuda_rqs_backward', 'cuda_affine_forward',\n"
+        "         'cuda_affine_inverse', 'cuda_affine_backward']\n"
+        "out = {'available': b.cuda_available(), 'names': all(hasattr(b, n) for n in names)}\n"
+        "out['devices'] = core.build_info()['cuda_devices']\n"
+        "try:\n"
+        "    b.cuda_rqs_forward(0, 0, 16, 8, 0, 0, dtype='float32')\n"
+        "    out['launch'] = 'no error'\n"
+        "except RuntimeError as e:\n"
+        "    out['launch'] = 'RuntimeError: ' + str(e)\n"
+        "try:\n"
+        "    b.cuda_rqs_forward(0, 0, 16, 8, 0, 0, dtype='float32', bound=-1.0)\n"
+        "except ValueError as e:\n"
+        "    out['bad_bound'] = str(e)\n"
+        "try:\n"
+        "    b.cuda_affine_forward(0, 0, 16, 0, 0, dtype='float16')\n"
+        "except TypeError as e:\n"
+        "    out['bad_dtype'] = str(e)\n"
+        "x = np.linspace(-6, 6, 7)\n"
+        "out['cpu'] = bool(np.isfinite(b.rqs_forward(x, np.zeros((7, 23)))[0]).all())\n"
+        "print(json.dumps(out))\n"
+    )
+    import json
+
+    out = json.loads(_run_in_build(cuda_build, code))
+    assert out["available"] is True and out["names"] is True
+    assert out["cpu"] is True
+    assert "cuda_rqs_forward" in out["bad_bound"] and "bound" in out["bad_bound"]
+    assert "'dtype'" in out["bad_dtype"]
+    if out["devices"] == 0:
+        assert out["launch"].startswith("RuntimeError: cuda_rqs_forward: CUDA error cuda"), out["launch"]

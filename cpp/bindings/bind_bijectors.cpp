@@ -15,9 +15,7 @@
 #include "bind_common.hpp"
 #include "nfhep/bijectors.hpp"
 
-#if defined(NFHEP_WITH_CUDA)
 #include "nfhep/cuda/bijectors.hpp"
-#endif
 
 namespace pyb = pybind11;
 using namespace pyb::literals;
@@ -214,6 +212,116 @@ const char* kRqsDocCommon = R"(
     Arrays: float32 or float64 (all the same dtype), C-contiguous; params has shape S + (3K-1,).
     Multi-threaded (nfhep.set_num_threads) and vectorised; the GIL is released during the compute.)";
 
+bool cuda_f32(const std::string& dtype, const char* func) {
+  if (dtype == "float32") return true;
+  if (dtype == "float64") return false;
+  throw pyb::type_error(std::string(func) + ": argument 'dtype' must be 'float32' or 'float64', got '" + dtype + "'");
+}
+
+// Run a CUDA launcher with the GIL released; argument errors -> ValueError, CUDA errors -> RuntimeError.
+template <class F>
+void cuda_call(F&& f) {
+  pyb::gil_scoped_release release;
+  f();
+}
+
+const char* kCudaDoc = R"(
+    CUDA launcher (only in builds with NFHEP_CUDA=ON). Arguments are DEVICE pointers given as integers
+    (e.g. torch's ``tensor.data_ptr()``) of contiguous arrays holding n elements (params: n*P values),
+    all of ``dtype`` ('float32' or 'float64'); ``stream`` is a cudaStream_t as an integer (0 = default
+    stream, e.g. ``torch.cuda.current_stream().cuda_stream``). The launch is asynchronous on that stream.
+    Same maths as the CPU function of the same name (one definition in nfhep/math/). Raises ValueError for
+    bad options (num_bins <= 64 here), RuntimeError naming the CUDA error if the launch fails (e.g. no
+    device or driver). Pointers are not checked: they must be valid device memory.)";
+
+void bind_cuda(pyb::module_& m) {
+  const std::string doc = kCudaDoc;
+  m.def(
+      "cuda_rqs_forward",
+      [](std::uintptr_t x, std::uintptr_t params, std::size_t n, int num_bins, std::uintptr_t y, std::uintptr_t lad,
+         const std::string& dtype, double bound, double mbw, double mbh, double md, std::uintptr_t stream) {
+        const bool f32 = cuda_f32(dtype, "cuda_rqs_forward");
+        const auto o = rqs_options("cuda_rqs_forward", num_bins, bound, mbw, mbh, md);
+        cuda_call([&] {
+          if (f32) nfhep::cuda::rqs_forward<float>(x, params, n, num_bins, o, y, lad, stream);
+          else nfhep::cuda::rqs_forward<double>(x, params, n, num_bins, o, y, lad, stream);
+        });
+      },
+      "x"_a, "params"_a, "n"_a, "num_bins"_a, "y"_a, "logabsdet"_a, pyb::kw_only(), "dtype"_a, "bound"_a = 5.0,
+      "min_bin_width"_a = 1e-3, "min_bin_height"_a = 1e-3, "min_derivative"_a = 1e-3, "stream"_a = 0,
+      ("cuda_rqs_forward(x, params, n, num_bins, y, logabsdet, *, dtype, bound=5.0, ..., stream=0)\n" + doc).c_str());
+  m.def(
+      "cuda_rqs_inverse",
+      [](std::uintptr_t y, std::uintptr_t params, std::size_t n, int num_bins, std::uintptr_t x, std::uintptr_t lad,
+         const std::string& dtype, double bound, double mbw, double mbh, double md, std::uintptr_t stream) {
+        const bool f32 = cuda_f32(dtype, "cuda_rqs_inverse");
+        const auto o = rqs_options("cuda_rqs_inverse", num_bins, bound, mbw, mbh, md);
+        cuda_call([&] {
+          if (f32) nfhep::cuda::rqs_inverse<float>(y, params, n, num_bins, o, x, lad, stream);
+          else nfhep::cuda::rqs_inverse<double>(y, params, n, num_bins, o, x, lad, stream);
+        });
+      },
+      "y"_a, "params"_a, "n"_a, "num_bins"_a, "x"_a, "logabsdet"_a, pyb::kw_only(), "dtype"_a, "bound"_a = 5.0,
+      "min_bin_width"_a = 1e-3, "min_bin_height"_a = 1e-3, "min_derivative"_a = 1e-3, "stream"_a = 0,
+      ("cuda_rqs_inverse(y, params, n, num_bins, x, logabsdet, *, dtype, bound=5.0, ..., stream=0)\n" + doc).c_str());
+  m.def(
+      "cuda_rqs_backward",
+      [](std::uintptr_t in, std::uintptr_t params, std::uintptr_t go, std::uintptr_t gl, std::size_t n, int num_bins,
+         std::uintptr_t gin, std::uintptr_t gp, const std::string& dtype, bool inverse, double bound, double mbw,
+         double mbh, double md, std::uintptr_t stream) {
+        const bool f32 = cuda_f32(dtype, "cuda_rqs_backward");
+        const auto o = rqs_options("cuda_rqs_backward", num_bins, bound, mbw, mbh, md);
+        cuda_call([&] {
+          if (f32) nfhep::cuda::rqs_backward<float>(in, params, go, gl, n, num_bins, o, inverse, gin, gp, stream);
+          else nfhep::cuda::rqs_backward<double>(in, params, go, gl, n, num_bins, o, inverse, gin, gp, stream);
+        });
+      },
+      "inputs"_a, "params"_a, "grad_output"_a, "grad_logabsdet"_a, "n"_a, "num_bins"_a, "grad_inputs"_a,
+      "grad_params"_a, pyb::kw_only(), "dtype"_a, "inverse"_a = false, "bound"_a = 5.0, "min_bin_width"_a = 1e-3,
+      "min_bin_height"_a = 1e-3, "min_derivative"_a = 1e-3, "stream"_a = 0,
+      ("cuda_rqs_backward(inputs, params, grad_output, grad_logabsdet, n, num_bins, grad_inputs, grad_params, *,"
+       " dtype, inverse=False, bound=5.0, ..., stream=0)\n    grad_output/grad_logabsdet may be 0 (zeros).\n" + doc)
+          .c_str());
+  m.def(
+      "cuda_affine_forward",
+      [](std::uintptr_t x, std::uintptr_t params, std::size_t n, std::uintptr_t y, std::uintptr_t lad,
+         const std::string& dtype, std::uintptr_t stream) {
+        const bool f32 = cuda_f32(dtype, "cuda_affine_forward");
+        cuda_call([&] {
+          if (f32) nfhep::cuda::affine_forward<float>(x, params, n, y, lad, stream);
+          else nfhep::cuda::affine_forward<double>(x, params, n, y, lad, stream);
+        });
+      },
+      "x"_a, "params"_a, "n"_a, "y"_a, "logabsdet"_a, pyb::kw_only(), "dtype"_a, "stream"_a = 0,
+      ("cuda_affine_forward(x, params, n, y, logabsdet, *, dtype, stream=0)\n" + doc).c_str());
+  m.def(
+      "cuda_affine_inverse",
+      [](std::uintptr_t y, std::uintptr_t params, std::size_t n, std::uintptr_t x, std::uintptr_t lad,
+         const std::string& dtype, std::uintptr_t stream) {
+        const bool f32 = cuda_f32(dtype, "cuda_affine_inverse");
+        cuda_call([&] {
+          if (f32) nfhep::cuda::affine_inverse<float>(y, params, n, x, lad, stream);
+          else nfhep::cuda::affine_inverse<double>(y, params, n, x, lad, stream);
+        });
+      },
+      "y"_a, "params"_a, "n"_a, "x"_a, "logabsdet"_a, pyb::kw_only(), "dtype"_a, "stream"_a = 0,
+      ("cuda_affine_inverse(y, params, n, x, logabsdet, *, dtype, stream=0)\n" + doc).c_str());
+  m.def(
+      "cuda_affine_backward",
+      [](std::uintptr_t in, std::uintptr_t params, std::uintptr_t go, std::uintptr_t gl, std::size_t n,
+         std::uintptr_t gin, std::uintptr_t gp, const std::string& dtype, bool inverse, std::uintptr_t stream) {
+        const bool f32 = cuda_f32(dtype, "cuda_affine_backward");
+        cuda_call([&] {
+          if (f32) nfhep::cuda::affine_backward<float>(in, params, go, gl, n, inverse, gin, gp, stream);
+          else nfhep::cuda::affine_backward<double>(in, params, go, gl, n, inverse, gin, gp, stream);
+        });
+      },
+      "inputs"_a, "params"_a, "grad_output"_a, "grad_logabsdet"_a, "n"_a, "grad_inputs"_a, "grad_params"_a,
+      pyb::kw_only(), "dtype"_a, "inverse"_a = false, "stream"_a = 0,
+      ("cuda_affine_backward(inputs, params, grad_output, grad_logabsdet, n, grad_inputs, grad_params, *, dtype,"
+       " inverse=False, stream=0)\n" + doc).c_str());
+}
+
 }  // namespace
 
 void bind_bijectors(pyb::module_& m) {
@@ -272,18 +380,30 @@ void bind_bijectors(pyb::module_& m) {
         "    inverse=True) at `inputs`: forward dL/dx = g exp(s), dL/ds = g x exp(s) + g_lad, dL/dt = g;\n"
         "    inverse dL/dy = g exp(-s), dL/ds = -g (y - t) exp(-s) - g_lad, dL/dt = -g exp(-s).");
   m.def(
-      "cuda_available",
-      [] {
-#if defined(NFHEP_WITH_CUDA)
-        return true;
-#else
-        return false;
-#endif
+      "_special",
+      [](const std::string& name, const pyb::handle& x_obj) {
+        pyb::array x = as_array(x_obj, "_special", "x");
+        const bool f32 = nfhep::py::is_float32(x, "_special", "x");
+        nfhep::py::require_contiguous(x, "_special", "x");
+        std::vector<pyb::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+        pyb::array out = nfhep::py::new_array(f32, shape);
+        const std::size_t n = static_cast<std::size_t>(x.size());
+        try {
+          if (f32)
+            nfhep::detail::special_function<float>(name.c_str(), ptr<float>(x), n, mptr<float>(out));
+          else
+            nfhep::detail::special_function<double>(name.c_str(), ptr<double>(x), n, mptr<double>(out));
+        } catch (const std::invalid_argument& e) {
+          throw pyb::value_error(e.what());
+        }
+        return out;
       },
-      "True if this build of nfhep contains the CUDA kernels (cuda_* functions). It does not probe for a\n"
-      "device: calling a cuda_* function without one raises RuntimeError naming the CUDA error.");
-#if defined(NFHEP_WITH_CUDA)
-  void bind_bijectors_cuda(pyb::module_ & m);
-  bind_bijectors_cuda(m);
-#endif
+      "name"_a, "x"_a,
+      "_special(name, x) -> array\n\n    Test hook: nfhep's vectorisable exp/log/log1p/softplus/sigmoid (math/special.hpp)\n"
+      "    evaluated element-wise on a float32/float64 array with the active SIMD level.");
+  m.def("cuda_available", &nfhep::cuda::compiled,
+        "True if this build of nfhep contains the CUDA kernels (the cuda_* functions exist only then). It\n"
+        "does not probe for a device: calling a cuda_* function without one raises RuntimeError naming the\n"
+        "CUDA error.");
+  if (nfhep::cuda::compiled()) bind_cuda(m);
 }

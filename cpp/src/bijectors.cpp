@@ -5,6 +5,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "bijectors_isa.hpp"
 #include "nfhep/parallel.hpp"
@@ -57,7 +58,8 @@ void rqs_forward(const T* x, const T* params, std::size_t n, int K, const RqsOpt
   for (auto [p, a] : {std::pair<const void*, const char*>{x, "x"}, {params, "params"}, {y, "y"}, {lad, "logabsdet"}})
     require_ptr(p, n, "rqs_forward", a);
   parallel_for(n, kRqsChunk, [&](std::size_t b, std::size_t e) {
-    NFHEP_DISPATCH(rqs_run, 0, x, params, b, e, K, opt, y, lad);
+    std::vector<T> work(detail::rqs_work_size(K, false));
+    NFHEP_DISPATCH(rqs_run, 0, x, params, b, e, K, opt, y, lad, work.data());
   });
 }
 
@@ -67,7 +69,8 @@ void rqs_inverse(const T* y, const T* params, std::size_t n, int K, const RqsOpt
   for (auto [p, a] : {std::pair<const void*, const char*>{y, "y"}, {params, "params"}, {x, "x"}, {lad, "logabsdet"}})
     require_ptr(p, n, "rqs_inverse", a);
   parallel_for(n, kRqsChunk, [&](std::size_t b, std::size_t e) {
-    NFHEP_DISPATCH(rqs_run, 1, y, params, b, e, K, opt, x, lad);
+    std::vector<T> work(detail::rqs_work_size(K, false));
+    NFHEP_DISPATCH(rqs_run, 1, y, params, b, e, K, opt, x, lad, work.data());
   });
 }
 
@@ -79,7 +82,8 @@ void rqs_backward(const T* in, const T* params, const T* gout, const T* glad, st
                       {gparams, "grad_params"}})
     require_ptr(p, n, "rqs_backward", a);
   parallel_for(n, kRqsChunk, [&](std::size_t b, std::size_t e) {
-    NFHEP_DISPATCH(rqs_grad, inverse, in, params, gout, glad, b, e, K, opt, gin, gparams);
+    std::vector<T> work(detail::rqs_work_size(K, true));
+    NFHEP_DISPATCH(rqs_grad, inverse, in, params, gout, glad, b, e, K, opt, gin, gparams, work.data());
   });
 }
 
@@ -111,6 +115,25 @@ void affine_backward(const T* in, const T* params, const T* gout, const T* glad,
     NFHEP_DISPATCH(affine_grad, inverse, in, params, gout, glad, b, e, gin, gparams);
   });
 }
+
+namespace detail {
+template <class T>
+void special_function(const char* name, const T* in, std::size_t n, T* out) {
+  const std::string s = name;
+  int fn;
+  if (s == "exp") fn = 0;
+  else if (s == "log") fn = 1;
+  else if (s == "log1p") fn = 2;
+  else if (s == "softplus") fn = 3;
+  else if (s == "sigmoid") fn = 4;
+  else
+    throw std::invalid_argument("special_function: name must be exp, log, log1p, softplus or sigmoid, got '" + s +
+                                "'");
+  NFHEP_DISPATCH(special_eval, fn, in, n, out);
+}
+template NFHEP_API void special_function<float>(const char*, const float*, std::size_t, float*);
+template NFHEP_API void special_function<double>(const char*, const double*, std::size_t, double*);
+}  // namespace detail
 
 #define NFHEP_INSTANTIATE(T)                                                                                     \
   template NFHEP_API void rqs_forward<T>(const T*, const T*, std::size_t, int, const RqsOptions&, T*, T*);       \

@@ -6,15 +6,27 @@
 #include "nfhep/bijectors.hpp"
 #include "nfhep/isa.hpp"
 
-// mode: 0 forward, 1 inverse. grad_out / grad_lad may be null.
+namespace nfhep::detail {
+/// Lanes of the RQS blocks (one AVX-512 register of floats, two of doubles).
+constexpr int kRqsLanes = 16;
+/// Work memory (elements of T) the RQS loops need per call; the caller allocates it (no std:: templates
+/// are instantiated in the per-ISA sources: a weak symbol compiled for AVX-512 could be shared by all).
+inline std::size_t rqs_work_size(int K, bool grad) {
+  const std::size_t P = static_cast<std::size_t>(3 * K - 1);
+  return ((grad ? 2 : 1) * P + 2 * static_cast<std::size_t>(K)) * kRqsLanes;
+}
+}  // namespace nfhep::detail
+
+// mode: 0 forward, 1 inverse. grad_out / grad_lad may be null. `work` holds rqs_work_size(K, grad) values.
 #define NFHEP_BIJECTOR_ISA_DECLS(T)                                                                            \
   void rqs_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, int K,              \
-               const ::nfhep::RqsOptions& opt, T* out, T* lad);                                                 \
+               const ::nfhep::RqsOptions& opt, T* out, T* lad, T* work);                                        \
   void rqs_grad(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,    \
-                std::size_t end, int K, const ::nfhep::RqsOptions& opt, T* gin, T* gparams);                    \
+                std::size_t end, int K, const ::nfhep::RqsOptions& opt, T* gin, T* gparams, T* work);           \
   void affine_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, T* out, T* lad);  \
   void affine_grad(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin, \
-                   std::size_t end, T* gin, T* gparams);
+                   std::size_t end, T* gin, T* gparams);                                                       \
+  void special_eval(int fn, const T* in, std::size_t n, T* out);
 
 #define NFHEP_BIJECTOR_ISA_NS(ns)  \
   namespace nfhep::detail::ns {     \

@@ -61,4 +61,11 @@ template <class T>
 NFHEP_API void affine_backward(const T* inputs, const T* params, const T* grad_out, const T* grad_logabsdet,
                                std::size_t n, bool inverse, T* grad_inputs, T* grad_params);
 
+namespace detail {
+/// Test hook: evaluate nfhep::math::{exp, log, log1p, softplus, sigmoid} (by name) with the active SIMD
+/// level's vectorised loop, so the tests can compare them with the standard library.
+template <class T>
+NFHEP_API void special_function(const char* name, const T* in, std::size_t n, T* out);
+}  // namespace detail
+
 }  // namespace nfhep

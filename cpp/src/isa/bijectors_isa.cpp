@@ -1,14 +1,12 @@
 // The bijectors' batch loops, compiled once per SIMD level (namespace nfhep::detail::NFHEP_ISA_NS).
 //
-// RQS: elements are processed in blocks of L lanes (16 floats / 8 doubles: one AVX-512 register, two AVX2
-// registers). The block's parameters are transposed into a structure-of-arrays scratch (parameter k of
+// RQS: elements are processed in blocks of L = 16 lanes. The block's parameters are transposed into a structure-of-arrays scratch (parameter k of
 // lane l at k*L + l) so that every stage of nfhep/math/rqs.hpp is a `for (l < L)` loop over contiguous
 // memory, which GCC vectorises (see -DNFHEP_VECTORIZE_REPORT=ON). Missing lanes of the last block are
 // padded with x = 0 and zero logits and never stored.
-#include <algorithm>
 #include <cstddef>
-#include <vector>
 
+#include "../bijectors_isa.hpp"
 #include "nfhep/bijectors.hpp"
 #include "nfhep/math/affine.hpp"
 #include "nfhep/math/rqs.hpp"
@@ -20,9 +18,11 @@
 namespace nfhep::detail::NFHEP_ISA_NS {
 namespace {
 
+// 16 lanes for both precisions: one (float) or two (double) AVX-512 registers. With 8 double lanes GCC
+// gives up on the per-lane evaluation loop ("control flow in loop").
 template <class T>
 constexpr int lanes() {
-  return sizeof(T) == 4 ? 16 : 8;
+  return kRqsLanes;
 }
 
 template <class T>
@@ -52,24 +52,40 @@ inline void load_lanes(const T* src, std::size_t m, T* dst) {
   for (std::size_t l = m; l < static_cast<std::size_t>(L); ++l) dst[l] = T(0);
 }
 
+// One block of L lanes, kept out of line: inlined into the outer element loop GCC's if-conversion of the
+// lane loops fails ("control flow in loop") and the block stays scalar.
+template <class T, int L, bool Inverse>
+__attribute__((noinline)) void rqs_block_ool(const math::RqsConfig<T>& cfg, const T* NFHEP_RESTRICT in,
+                                             const T* NFHEP_RESTRICT prm, T* NFHEP_RESTRICT scr,
+                                             T* NFHEP_RESTRICT out, T* NFHEP_RESTRICT lad) {
+  math::rqs_block<T, L, Inverse>(cfg, in, prm, scr, out, lad);
+}
+
+template <class T, int L, bool Inverse>
+__attribute__((noinline)) void rqs_block_vjp_ool(const math::RqsConfig<T>& cfg, const T* NFHEP_RESTRICT in,
+                                                 const T* NFHEP_RESTRICT prm, const T* NFHEP_RESTRICT go,
+                                                 const T* NFHEP_RESTRICT gl, T* NFHEP_RESTRICT scr,
+                                                 T* NFHEP_RESTRICT gi, T* NFHEP_RESTRICT gp) {
+  math::rqs_block_vjp<T, L, Inverse>(cfg, in, prm, go, gl, scr, gi, gp);
+}
+
 template <class T>
 void rqs_run_t(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, int K,
-               const RqsOptions& opt, T* out, T* lad) {
+               const RqsOptions& opt, T* out, T* lad, T* work) {
   constexpr int L = lanes<T>();
   const int P = 3 * K - 1;
   const math::RqsConfig<T> cfg = make_config<T>(K, opt);
-  std::vector<T> buf(static_cast<std::size_t>(P) * L + static_cast<std::size_t>(math::rqs_scratch_size(K, L)));
-  T* prm = buf.data();
+  T* prm = work;
   T* scr = prm + static_cast<std::size_t>(P) * L;
   alignas(64) T xin[L], yo[L], lo[L];
   for (std::size_t i = begin; i < end; i += L) {
-    const std::size_t m = std::min<std::size_t>(L, end - i);
+    const std::size_t m = end - i < static_cast<std::size_t>(L) ? end - i : static_cast<std::size_t>(L);
     load_lanes<T, L>(in + i, m, xin);
     load_soa<T, L>(params + i * P, m, P, prm);
     if (mode == 0)
-      math::rqs_block<T, L, false>(cfg, xin, prm, scr, yo, lo);
+      rqs_block_ool<T, L, false>(cfg, xin, prm, scr, yo, lo);
     else
-      math::rqs_block<T, L, true>(cfg, xin, prm, scr, yo, lo);
+      rqs_block_ool<T, L, true>(cfg, xin, prm, scr, yo, lo);
     for (std::size_t l = 0; l < m; ++l) {
       out[i + l] = yo[l];
       lad[i + l] = lo[l];
@@ -79,25 +95,24 @@ void rqs_run_t(int mode, const T* in, const T* params, std::size_t begin, std::s
 
 template <class T>
 void rqs_grad_t(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,
-                std::size_t end, int K, const RqsOptions& opt, T* gin, T* gparams) {
+                std::size_t end, int K, const RqsOptions& opt, T* gin, T* gparams, T* work) {
   constexpr int L = lanes<T>();
   const int P = 3 * K - 1;
   const math::RqsConfig<T> cfg = make_config<T>(K, opt);
-  std::vector<T> buf(2 * static_cast<std::size_t>(P) * L + static_cast<std::size_t>(math::rqs_scratch_size(K, L)));
-  T* prm = buf.data();
+  T* prm = work;
   T* gp = prm + static_cast<std::size_t>(P) * L;
   T* scr = gp + static_cast<std::size_t>(P) * L;
   alignas(64) T xin[L], go[L], gl[L], gi[L];
   for (std::size_t i = begin; i < end; i += L) {
-    const std::size_t m = std::min<std::size_t>(L, end - i);
+    const std::size_t m = end - i < static_cast<std::size_t>(L) ? end - i : static_cast<std::size_t>(L);
     load_lanes<T, L>(in + i, m, xin);
     load_lanes<T, L>(gout ? gout + i : nullptr, m, go);
     load_lanes<T, L>(glad ? glad + i : nullptr, m, gl);
     load_soa<T, L>(params + i * P, m, P, prm);
     if (!inverse)
-      math::rqs_block_vjp<T, L, false>(cfg, xin, prm, go, gl, scr, gi, gp);
+      rqs_block_vjp_ool<T, L, false>(cfg, xin, prm, go, gl, scr, gi, gp);
     else
-      math::rqs_block_vjp<T, L, true>(cfg, xin, prm, go, gl, scr, gi, gp);
+      rqs_block_vjp_ool<T, L, true>(cfg, xin, prm, go, gl, scr, gi, gp);
     for (std::size_t l = 0; l < m; ++l) gin[i + l] = gi[l];
     store_aos<T, L>(gp, m, P, gparams + i * P);
   }
@@ -146,16 +161,37 @@ void affine_grad_t(bool inverse, const T* in, const T* params, const T* gout, co
     affine_grad_loop<T, false, false>(inverse, in, params, gout, glad, begin, end, gin, gparams);
 }
 
+template <class T>
+void special_eval_t(int fn, const T* NFHEP_RESTRICT in, std::size_t n, T* NFHEP_RESTRICT out) {
+  switch (fn) {
+    case 0:
+      for (std::size_t i = 0; i < n; ++i) out[i] = math::exp(in[i]);
+      break;
+    case 1:
+      for (std::size_t i = 0; i < n; ++i) out[i] = math::log(in[i]);
+      break;
+    case 2:
+      for (std::size_t i = 0; i < n; ++i) out[i] = math::log1p(in[i]);
+      break;
+    case 3:
+      for (std::size_t i = 0; i < n; ++i) out[i] = math::softplus(in[i]);
+      break;
+    default:
+      for (std::size_t i = 0; i < n; ++i) out[i] = math::sigmoid(in[i]);
+      break;
+  }
+}
+
 }  // namespace
 
 #define NFHEP_BIJ_DEFS(T)                                                                                       \
   void rqs_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, int K,               \
-               const ::nfhep::RqsOptions& opt, T* out, T* lad) {                                                \
-    rqs_run_t<T>(mode, in, params, begin, end, K, opt, out, lad);                                               \
+               const ::nfhep::RqsOptions& opt, T* out, T* lad, T* work) {                                       \
+    rqs_run_t<T>(mode, in, params, begin, end, K, opt, out, lad, work);                                         \
   }                                                                                                            \
   void rqs_grad(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,     \
-                std::size_t end, int K, const ::nfhep::RqsOptions& opt, T* gin, T* gparams) {                    \
-    rqs_grad_t<T>(inverse, in, params, gout, glad, begin, end, K, opt, gin, gparams);                           \
+                std::size_t end, int K, const ::nfhep::RqsOptions& opt, T* gin, T* gparams, T* work) {           \
+    rqs_grad_t<T>(inverse, in, params, gout, glad, begin, end, K, opt, gin, gparams, work);                     \
   }                                                                                                            \
   void affine_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, T* out, T* lad) { \
     affine_run_t<T>(mode, in, params, begin, end, out, lad);                                                    \
@@ -163,7 +199,8 @@ void affine_grad_t(bool inverse, const T* in, const T* params, const T* gout, co
   void affine_grad(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,  \
                    std::size_t end, T* gin, T* gparams) {                                                        \
     affine_grad_t<T>(inverse, in, params, gout, glad, begin, end, gin, gparams);                                \
-  }
+  }                                                                                                            \
+  void special_eval(int fn, const T* in, std::size_t n, T* out) { special_eval_t<T>(fn, in, n, out); }
 
 NFHEP_BIJ_DEFS(float)
 NFHEP_BIJ_DEFS(double)

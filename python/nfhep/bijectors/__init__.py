@@ -120,7 +120,7 @@ def rqs(
     bound : float
         ``B > 0`` (default 5).
     min_bin_width, min_bin_height : float
-        Minimum bin width/height as a fraction of ``2B`` (default 1e-3; ``>= 0`` and ``min * K <= 1``).
+        Minimum bin width/height as a fraction of ``2B`` (default 1e-3; ``>= 0`` and ``min * K < 1``).
     min_derivative : float
         Minimum interior knot derivative (default 1e-3, ``>= 0``).
     backend : {"auto", "cpp", "torch"}
@@ -138,12 +138,13 @@ def rqs(
         ``x`` or ``params`` not a floating tensor, dtypes differ, or ``backend="cpp"`` with a dtype the
         kernels do not support.
     ValueError
-        Bad shapes, ``K < 2``, ``bound <= 0``, negative minimums, ``min * K > 1``, unknown ``backend``, or
+        Bad shapes, ``K < 2``, ``bound <= 0``, negative minimums, ``min * K >= 1``, unknown ``backend``, or
         ``backend="cpp"`` on a device the kernels cannot use.
 
     Notes
     -----
-    - NaN inputs give NaN outputs and NaN ``logabsdet``; ``±inf`` lies in the identity tails
+    - NaN inputs are treated like the tails: NaN output, ``logabsdet = 0`` (the NaN still reaches a
+      log-density through the output); ``±inf`` lies in the identity tails
       (output ``±inf``, ``logabsdet = 0``). Out-of-interval inputs never reach the spline arithmetic, so
       their gradients are exact (1 for ``x``, 0 for ``params``) and never NaN.
     - The C++ path's backward is first-order only; use ``backend="torch"`` for higher derivatives.

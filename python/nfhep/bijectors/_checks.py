@@ -109,10 +109,10 @@ def check_rqs_options(
         mins.append(v)
     mw, mh, md = mins
     for name, v in (("min_bin_width", mw), ("min_bin_height", mh)):
-        if v * num_bins > 1.0:
+        if not v * num_bins < 1.0:
             raise ValueError(
                 f"{func}: argument '{name}' = {v} is too large for K = {num_bins} bins "
-                f"({name} * K must be <= 1, got {v * num_bins})"
+                f"({name} * K must be < 1, got {v * num_bins})"
             )
     return b, mw, mh, md
 

@@ -8,7 +8,12 @@ The backward is **first-order only** (``once_differentiable``): differentiating 
 a Hessian-vector product or a gradient penalty) raises an error; use the pure-torch path
 (``backend="torch"``) when higher derivatives are needed.
 
-CUDA tensors currently take the pure-torch path (see :func:`cpp_support`).
+On CUDA tensors, in a build with CUDA (``nfhep.build_info()["cuda"]``), the Functions call the CUDA
+launchers (``_core.bijectors.cuda_*``) with the tensors' device pointers on torch's current stream; the
+outputs and gradients are allocated by torch on the same device. **Status: compiled, never run** — the
+machines nfhep is developed and tested on have no GPU (the parity test
+``tests/test_bijectors_torch.py::test_cuda_matches_cpu`` runs where a device exists). In a CPU-only build,
+CUDA tensors take the pure-torch path with ``backend="auto"``.
 """
 
 from __future__ import annotations
@@ -59,18 +64,38 @@ def cpp_support(x: torch.Tensor, kind: str = "rqs") -> str | None:
                 "this nfhep was built without CUDA; rebuild with "
                 "`pip install . -Ccmake.define.NFHEP_CUDA=ON` to run the kernels on CUDA tensors"
             )
-        return "nfhep's CUDA launchers are not wired into the torch ops yet (the torch path runs on CUDA)"
+        if not hasattr(mod, f"cuda_{kind}_forward") or not bool(mod.cuda_available()):
+            return "this build of nfhep._core reports CUDA but has no CUDA bijector launchers"
     return None
 
 
+def _flat(x: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detached, contiguous, flattened views (copies only if needed): (n,) and (n, P) for the kernels."""
+    return x.detach().reshape(-1).contiguous(), params.detach().reshape(-1, params.shape[-1]).contiguous()
+
+
 def _grad_or_zeros(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """The incoming gradient as a flat contiguous tensor shaped like ``like`` (zeros if None)."""
     if g is None:
         return torch.zeros_like(like, memory_format=torch.contiguous_format)
-    return g.contiguous()
+    return g.reshape(like.shape).contiguous()
 
 
 def _rqs_options(bound: float, mw: float, mh: float, md: float) -> dict[str, float]:
     return {"bound": bound, "min_bin_width": mw, "min_bin_height": mh, "min_derivative": md}
+
+
+def _cuda_launch(name: str, device: torch.device, dtype: torch.dtype, *args: Any, **kwargs: Any) -> None:
+    """Call ``_core.bijectors.<name>`` on ``device`` with torch's current stream (never run here: no GPU)."""
+    with torch.cuda.device(device):
+        stream = torch.cuda.current_stream(device).cuda_stream
+        getattr(_kernels(), name)(
+            *args, dtype="float32" if dtype == torch.float32 else "float64", stream=stream, **kwargs
+        )
+
+
+def _ptr(t: torch.Tensor) -> int:
+    return int(t.data_ptr())
 
 
 class RQSFunction(torch.autograd.Function):
@@ -94,13 +119,23 @@ class RQSFunction(torch.autograd.Function):
         min_derivative: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         opts = _rqs_options(bound, min_bin_width, min_bin_height, min_derivative)
-        xc = x.detach().contiguous()
-        pc = params.detach().contiguous()
-        mod = _kernels()
-        fn = mod.rqs_inverse if inverse else mod.rqs_forward
-        y, ld = fn(xc.numpy(), pc.numpy(), **opts)
-        out, lad = torch.from_numpy(y), torch.from_numpy(ld)
+        xc, pc = _flat(x, params)
+        if xc.device.type == "cuda":
+            y, ld = torch.empty_like(xc), torch.empty_like(xc)
+            if xc.numel() > 0:
+                name = "cuda_rqs_inverse" if inverse else "cuda_rqs_forward"
+                k = (int(pc.shape[-1]) + 1) // 3
+                _cuda_launch(
+                    name, xc.device, xc.dtype, _ptr(xc), _ptr(pc), xc.numel(), k, _ptr(y), _ptr(ld), **opts
+                )
+            out, lad = y.view(x.shape), ld.view(x.shape)
+        else:
+            mod = _kernels()
+            fn = mod.rqs_inverse if inverse else mod.rqs_forward
+            yn, ldn = fn(xc.numpy(), pc.numpy(), **opts)
+            out, lad = torch.from_numpy(yn).view(x.shape), torch.from_numpy(ldn).view(x.shape)
         ctx.save_for_backward(xc, pc)
+        ctx.shapes = (x.shape, params.shape)
         ctx.inverse = bool(inverse)
         ctx.opts = opts
         return out, lad
@@ -111,10 +146,18 @@ class RQSFunction(torch.autograd.Function):
         xc, pc = ctx.saved_tensors
         go = _grad_or_zeros(grad_out, xc)
         gl = _grad_or_zeros(grad_lad, xc)
-        gxn, gpn = _kernels().rqs_backward(
-            xc.numpy(), pc.numpy(), go.numpy(), gl.numpy(), inverse=ctx.inverse, **ctx.opts
-        )
-        gx, gp = torch.from_numpy(gxn), torch.from_numpy(gpn)
+        if xc.device.type == "cuda":
+            gxf, gpf = torch.empty_like(xc), torch.empty_like(pc)
+            if xc.numel() > 0:
+                k = (int(pc.shape[-1]) + 1) // 3
+                args = (_ptr(xc), _ptr(pc), _ptr(go), _ptr(gl), xc.numel(), k, _ptr(gxf), _ptr(gpf))
+                _cuda_launch("cuda_rqs_backward", xc.device, xc.dtype, *args, inverse=ctx.inverse, **ctx.opts)
+        else:
+            gxn, gpn = _kernels().rqs_backward(
+                xc.numpy(), pc.numpy(), go.numpy(), gl.numpy(), inverse=ctx.inverse, **ctx.opts
+            )
+            gxf, gpf = torch.from_numpy(gxn), torch.from_numpy(gpn)
+        gx, gp = gxf.view(ctx.shapes[0]), gpf.view(ctx.shapes[1])
         need_x, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         return (gx if need_x else None, gp if need_p else None, None, None, None, None, None)
 
@@ -130,13 +173,20 @@ class AffineFunction(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, params: torch.Tensor, inverse: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        xc = x.detach().contiguous()
-        pc = params.detach().contiguous()
-        mod = _kernels()
-        fn = mod.affine_inverse if inverse else mod.affine_forward
-        y, ld = fn(xc.numpy(), pc.numpy())
-        out, lad = torch.from_numpy(y), torch.from_numpy(ld)
+        xc, pc = _flat(x, params)
+        if xc.device.type == "cuda":
+            y, ld = torch.empty_like(xc), torch.empty_like(xc)
+            if xc.numel() > 0:
+                name = "cuda_affine_inverse" if inverse else "cuda_affine_forward"
+                _cuda_launch(name, xc.device, xc.dtype, _ptr(xc), _ptr(pc), xc.numel(), _ptr(y), _ptr(ld))
+            out, lad = y.view(x.shape), ld.view(x.shape)
+        else:
+            mod = _kernels()
+            fn = mod.affine_inverse if inverse else mod.affine_forward
+            yn, ldn = fn(xc.numpy(), pc.numpy())
+            out, lad = torch.from_numpy(yn).view(x.shape), torch.from_numpy(ldn).view(x.shape)
         ctx.save_for_backward(xc, pc)
+        ctx.shapes = (x.shape, params.shape)
         ctx.inverse = bool(inverse)
         return out, lad
 
@@ -146,9 +196,16 @@ class AffineFunction(torch.autograd.Function):
         xc, pc = ctx.saved_tensors
         go = _grad_or_zeros(grad_out, xc)
         gl = _grad_or_zeros(grad_lad, xc)
-        gxn, gpn = _kernels().affine_backward(
-            xc.numpy(), pc.numpy(), go.numpy(), gl.numpy(), inverse=ctx.inverse
-        )
-        gx, gp = torch.from_numpy(gxn), torch.from_numpy(gpn)
+        if xc.device.type == "cuda":
+            gxf, gpf = torch.empty_like(xc), torch.empty_like(pc)
+            if xc.numel() > 0:
+                args = (_ptr(xc), _ptr(pc), _ptr(go), _ptr(gl), xc.numel(), _ptr(gxf), _ptr(gpf))
+                _cuda_launch("cuda_affine_backward", xc.device, xc.dtype, *args, inverse=ctx.inverse)
+        else:
+            gxn, gpn = _kernels().affine_backward(
+                xc.numpy(), pc.numpy(), go.numpy(), gl.numpy(), inverse=ctx.inverse
+            )
+            gxf, gpf = torch.from_numpy(gxn), torch.from_numpy(gpn)
+        gx, gp = gxf.view(ctx.shapes[0]), gpf.view(ctx.shapes[1])
         need_x, need_p = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         return (gx if need_x else None, gp if need_p else None, None)

@@ -98,7 +98,9 @@ def rqs_torch(
 
     The inverse solves :math:`a\xi^2 + b\xi + c = 0` with :math:`\delta = d_{k+1}+d_k-2s_k`,
     :math:`a = h_k(s_k-d_k) + (y-y_k)\delta`, :math:`b = h_k d_k - (y-y_k)\delta`,
-    :math:`c = -s_k(y-y_k)` by the cancellation-free root :math:`\xi = 2c/(-b-\sqrt{b^2-4ac})`.
+    :math:`c = -s_k(y-y_k)`; its root in :math:`[0, 1]` is :math:`\xi = 2c/(-b-\sqrt{b^2-4ac})`
+    :math:`= (-b+\sqrt{b^2-4ac})/(2a)`, evaluated in the form without cancellation (the first for
+    :math:`b \ge 0`, the second for :math:`b < 0`).
     Outside :math:`[-B, B]` the map is the identity (``logabsdet = 0``).
 
     Parameters
@@ -113,7 +115,7 @@ def rqs_torch(
     bound : float
         Half-width ``B > 0`` of the spline's interval (domain and codomain).
     min_bin_width, min_bin_height, min_derivative : float
-        Minimum bin width and height (as fractions of ``2B``; ``min * K <= 1``) and minimum interior
+        Minimum bin width and height (as fractions of ``2B``; ``min * K < 1``) and minimum interior
         derivative (all ``>= 0``).
 
     Returns
@@ -125,9 +127,10 @@ def rqs_torch(
     -----
     Numerically safe in float32: inputs outside the interval (and NaN) are replaced by 0 before any
     spline arithmetic (``torch.where``), so no NaN or inf reaches the values or the gradients; the bin
-    coordinate is clamped to :math:`[0, 1]` and the discriminant to a positive floor. A NaN input gives a
-    NaN output and a NaN ``logabsdet``; ``±inf`` is in the identity tails (output ``±inf``,
-    ``logabsdet = 0``). float16/bfloat16 are computed in that precision (inaccurate; prefer float32).
+    coordinate is clamped to :math:`[0, 1]` and the discriminant to a positive floor. NaN inputs are
+    treated like the tails, as in the C++ kernels: NaN output, ``logabsdet = 0``; ``±inf`` is in the
+    identity tails (output ``±inf``, ``logabsdet = 0``). float16/bfloat16 are computed in that
+    precision (inaccurate; prefer float32).
 
     References
     ----------
@@ -183,17 +186,22 @@ def _rqs_torch_unchecked(
         b = h * d0 - dy * delta
         c = -s * dy
         tiny = torch.finfo(x.dtype).tiny
-        disc = (b * b - 4.0 * a * c).clamp(min=tiny)
-        root_den = (-b - torch.sqrt(disc)).clamp(max=-tiny)  # strictly negative for valid splines
-        xi = (2.0 * c / root_den).clamp(0.0, 1.0)
+        sq = torch.sqrt((b * b - 4.0 * a * c).clamp(min=tiny))
+        # The root in [0, 1] is 2c / (-b - sq) = (-b + sq) / (2a). The first form cancels when b < 0
+        # (steep bin ends: d_k + d_{k+1} >> s_k near the top of a bin), the second when b > 0: pick the
+        # cancellation-free one by the sign of b (then a >= |b| > 0). Both branches are evaluated on safe
+        # values, so torch.where passes no NaN/inf into the gradients.
+        pos = b >= 0
+        q_pos = torch.where(pos, -b - sq, -torch.ones_like(b)).clamp(max=-tiny)
+        a_neg = torch.where(pos, torch.ones_like(a), a).clamp(min=tiny)
+        xi = torch.where(pos, 2.0 * c / q_pos, (sq - b) / (2.0 * a_neg)).clamp(0.0, 1.0)
         out = x0 + xi * w
         t = xi * (1.0 - xi)
         den = s + delta * t
         lad = -_log_derivative(xi, s, d0, d1, den)
 
     out = torch.where(inside, out, x)
-    tail_lad = torch.where(torch.isnan(x), x, torch.zeros_like(x))
-    lad = torch.where(inside, lad, tail_lad)
+    lad = torch.where(inside, lad, torch.zeros_like(lad))
     return out, lad
 
 

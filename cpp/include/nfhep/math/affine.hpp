@@ -14,19 +14,19 @@
 namespace nfhep::math {
 
 template <class T>
-NFHEP_HD void affine_forward(T x, T s, T t, T& y, T& lad) {
+NFHEP_MATH void affine_forward(T x, T s, T t, T& y, T& lad) {
   y = x * math::exp(s) + t;
   lad = s;
 }
 
 template <class T>
-NFHEP_HD void affine_inverse(T y, T s, T t, T& x, T& lad) {
+NFHEP_MATH void affine_inverse(T y, T s, T t, T& x, T& lad) {
   x = (y - t) * math::exp(-s);
   lad = -s;
 }
 
 template <class T>
-NFHEP_HD void affine_forward_vjp(T x, T s, T gout, T glad, T& gx, T& gs, T& gt) {
+NFHEP_MATH void affine_forward_vjp(T x, T s, T gout, T glad, T& gx, T& gs, T& gt) {
   const T es = math::exp(s);
   gx = gout * es;
   gs = gout * x * es + glad;
@@ -34,7 +34,7 @@ NFHEP_HD void affine_forward_vjp(T x, T s, T gout, T glad, T& gx, T& gs, T& gt) 
 }
 
 template <class T>
-NFHEP_HD void affine_inverse_vjp(T y, T s, T t, T gout, T glad, T& gy, T& gs, T& gt) {
+NFHEP_MATH void affine_inverse_vjp(T y, T s, T t, T gout, T glad, T& gy, T& gs, T& gt) {
   const T ens = math::exp(-s);
   gy = gout * ens;
   gs = -(gout * (y - t) * ens) - glad;

@@ -17,7 +17,7 @@
 //   inverse  a = h(s - d0) + (y - Y_b)(d0 + d1 - 2s), b = h d0 - (y - Y_b)(d0 + d1 - 2s), c = -s (y - Y_b),
 //            theta = 2c / (-b - sqrt(max(b^2 - 4ac, 0))) clamped to [0, 1].
 //
-// The block functions work on L lanes at once (the CPU instantiates L = 16 floats / 8 doubles and the
+// The block functions work on L lanes at once (the CPU instantiates L = 16 for float and double, and the
 // compiler vectorises every `for (l < L)` loop; CUDA instantiates L = 1, one element per thread).
 // Parameters are given as a structure-of-arrays block: parameter k of lane l at prm[k * L + l].
 #pragma once
@@ -42,7 +42,7 @@ struct RqsConfig {
 
 /// Forward map inside a bin: y and log|dy/dx| at theta.
 template <class T>
-NFHEP_HD void rqs_bin_forward(T theta, T yl, T h, T s, T d0, T d1, T& y, T& lad) {
+NFHEP_MATH void rqs_bin_forward(T theta, T yl, T h, T s, T d0, T d1, T& y, T& lad) {
   const T omt = T(1) - theta;
   const T tomt = theta * omt;
   const T num = h * (s * (theta * theta) + d0 * tomt);
@@ -54,7 +54,7 @@ NFHEP_HD void rqs_bin_forward(T theta, T yl, T h, T s, T d0, T d1, T& y, T& lad)
 
 /// Inverse map inside a bin: theta in [0, 1] for y (stable root, clamped discriminant and theta).
 template <class T>
-NFHEP_HD T rqs_bin_inverse_theta(T y, T yl, T h, T s, T d0, T d1) {
+NFHEP_MATH T rqs_bin_inverse_theta(T y, T yl, T h, T s, T d0, T d1) {
   const T dy = y - yl;
   const T sd = (d0 + d1) - T(2) * s;
   const T a = h * (s - d0) + dy * sd;
@@ -78,7 +78,7 @@ struct RqsBinGrad {
 };
 
 template <class T>
-NFHEP_HD void rqs_bin_partials(T theta, T h, T s, T d0, T d1, T& dy_dtheta, T& dlad_dtheta) {
+NFHEP_MATH void rqs_bin_partials(T theta, T h, T s, T d0, T d1, T& dy_dtheta, T& dlad_dtheta) {
   const T omt = T(1) - theta;
   const T tomt = theta * omt;
   const T sd = (d0 + d1) - T(2) * s;
@@ -91,7 +91,7 @@ NFHEP_HD void rqs_bin_partials(T theta, T h, T s, T d0, T d1, T& dy_dtheta, T& d
 }
 
 template <class T>
-NFHEP_HD RqsBinGrad<T> rqs_bin_vjp(T theta, T h, T s, T d0, T d1, T gy, T gl) {
+NFHEP_MATH RqsBinGrad<T> rqs_bin_vjp(T theta, T h, T s, T d0, T d1, T gy, T gl) {
   const T omt = T(1) - theta;
   const T tomt = theta * omt;
   const T th2 = theta * theta;
@@ -130,7 +130,7 @@ NFHEP_HD RqsBinGrad<T> rqs_bin_vjp(T theta, T h, T s, T d0, T d1, T gy, T gl) {
 
 /// Stable softmax numerators of K logits: e[k*L+l] = exp(logit_k - max_k logit), S[l] = sum_k e.
 template <class T, int L>
-NFHEP_HD void rqs_softmax_prep(int K, const T* logits, T* e, T* S) {
+NFHEP_MATH void rqs_softmax_prep(int K, const T* logits, T* e, T* S) {
   T mx[L];
   for (int l = 0; l < L; ++l) mx[l] = logits[l];
   for (int k = 1; k < K; ++k)
@@ -147,18 +147,20 @@ NFHEP_HD void rqs_softmax_prep(int K, const T* logits, T* e, T* S) {
     }
 }
 
-/// Knot scan. With search = true: finds the bin of v (count of left knots <= v, minus 1) and its knots.
+/// Knot scan (the cumulative sum is compensated, Kahan, so that float32 knots are accurate to ~1 ulp
+/// for any K). With search = true: finds the bin of v (count of left knots <= v, minus 1) and its knots.
 /// With search = false: returns the knots of the given bin. Knots X_j = 2B cumsum(W)_j - B, with the
 /// first exactly -B and the last exactly +B; W_k = min + (1 - min K) e_k / S.
 template <class T, int L, bool Search>
-NFHEP_HD void rqs_knots(int K, T bound, T minb, const T* e, const T* S, const T* v, T* bin, T* left, T* right) {
+NFHEP_MATH void rqs_knots(int K, T bound, T minb, const T* e, const T* S, const T* v, T* bin, T* left, T* right) {
   const T lo = -bound;
   const T span = bound - lo;  // 2B
   const T scale = T(1) - minb * T(K);
-  T cw[L];
+  T cw[L], cc[L];  // running sum of the sizes and its Kahan compensation (float32 keeps ~1 ulp knots)
   T kl[L];
   for (int l = 0; l < L; ++l) {
     cw[l] = T(0);
+    cc[l] = T(0);
     kl[l] = lo;
     if (Search) bin[l] = T(0);
     left[l] = lo;
@@ -169,7 +171,10 @@ NFHEP_HD void rqs_knots(int K, T bound, T minb, const T* e, const T* S, const T*
     const T kt = T(k);
     for (int l = 0; l < L; ++l) {
       const T wk = minb + scale * (e[k * L + l] / S[l]);
-      cw[l] = cw[l] + wk;
+      const T yk = wk - cc[l];
+      const T t = cw[l] + yk;
+      cc[l] = (t - cw[l]) - yk;
+      cw[l] = t;
       const T kr = last ? bound : span * cw[l] + lo;
       const bool take = Search ? (kl[l] <= v[l]) : (kt == bin[l]);
       if (Search) bin[l] = take ? kt : bin[l];
@@ -182,7 +187,7 @@ NFHEP_HD void rqs_knots(int K, T bound, T minb, const T* e, const T* S, const T*
 
 /// Interior-derivative logits at the two ends of each lane's bin: u0 = u_{b-1}, u1 = u_b (0 if absent).
 template <class T, int L>
-NFHEP_HD void rqs_deriv_logits(int K, const T* u, const T* bin, T* u0, T* u1) {
+NFHEP_MATH void rqs_deriv_logits(int K, const T* u, const T* bin, T* u0, T* u1) {
   for (int l = 0; l < L; ++l) {
     u0[l] = T(0);
     u1[l] = T(0);
@@ -198,12 +203,12 @@ NFHEP_HD void rqs_deriv_logits(int K, const T* u, const T* bin, T* u0, T* u1) {
 }
 
 /// Scratch needed by the block functions, in elements of T.
-NFHEP_HD int rqs_scratch_size(int K, int L) { return 2 * K * L; }
+NFHEP_MATH int rqs_scratch_size(int K, int L) { return 2 * K * L; }
 
 /// Forward (Inverse = false: in = x, out = y, lad = log|dy/dx|) or inverse (in = y, out = x,
 /// lad = log|dx/dy|) of L lanes.
 template <class T, int L, bool Inverse>
-NFHEP_HD void rqs_block(const RqsConfig<T>& cfg, const T* in, const T* prm, T* scratch, T* out, T* lad) {
+NFHEP_MATH void rqs_block(const RqsConfig<T>& cfg, const T* in, const T* prm, T* scratch, T* out, T* lad) {
   const int K = cfg.K;
   const T B = cfg.bound;
   T* ew = scratch;
@@ -227,12 +232,14 @@ NFHEP_HD void rqs_block(const RqsConfig<T>& cfg, const T* in, const T* prm, T* s
   rqs_deriv_logits<T, L>(K, prm + 2 * K * L, bin, u0, u1);
   const T lastb = T(K - 1);
   for (int l = 0; l < L; ++l) {
-    const T d0 = bin[l] == T(0) ? T(1) : cfg.min_d + math::softplus(u0[l]);
-    const T d1 = bin[l] == lastb ? T(1) : cfg.min_d + math::softplus(u1[l]);
+    const T sp0 = cfg.min_d + math::softplus(u0[l]);
+    const T sp1 = cfg.min_d + math::softplus(u1[l]);
+    const T d0 = bin[l] == T(0) ? T(1) : sp0;
+    const T d1 = bin[l] == lastb ? T(1) : sp1;
     const T w = xr[l] - xl[l];
     const T h = yr[l] - yl[l];
     const T s = h / w;
-    T o, ld;
+    T o = T(0), ld = T(0);
     if (!Inverse) {
       const T theta = (vs[l] - xl[l]) / w;
       rqs_bin_forward(theta, yl[l], h, s, d0, d1, o, ld);
@@ -252,7 +259,7 @@ NFHEP_HD void rqs_block(const RqsConfig<T>& cfg, const T* in, const T* prm, T* s
 /// Vector-Jacobian product of (out, lad) of rqs_block<Inverse> at `in`, with upstream gout and glad.
 /// Writes gin[l] and gprm[k*L + l] (all P = 3K-1 parameters). Tails: gin = gout, gprm = 0.
 template <class T, int L, bool Inverse>
-NFHEP_HD void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm, const T* gout, const T* glad,
+NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm, const T* gout, const T* glad,
                             T* scratch, T* gin, T* gprm) {
   const int K = cfg.K;
   const T B = cfg.bound;
@@ -280,14 +287,18 @@ NFHEP_HD void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm, 
   for (int l = 0; l < L; ++l) {
     const bool first = bin[l] == T(0);
     const bool lastbin = bin[l] == lastb;
-    const T d0 = first ? T(1) : cfg.min_d + math::softplus(u0[l]);
-    const T d1 = lastbin ? T(1) : cfg.min_d + math::softplus(u1[l]);
+    const T sp0 = cfg.min_d + math::softplus(u0[l]);
+    const T sp1 = cfg.min_d + math::softplus(u1[l]);
+    const T sg0 = math::sigmoid(u0[l]);
+    const T sg1 = math::sigmoid(u1[l]);
+    const T d0 = first ? T(1) : sp0;
+    const T d1 = lastbin ? T(1) : sp1;
     const T w = xr[l] - xl[l];
     const T h = yr[l] - yl[l];
     const T s = h / w;
     const T go = inside[l] != T(0) ? gout[l] : T(0);
     const T gl = inside[l] != T(0) ? glad[l] : T(0);
-    T theta, gy, glf, g_in;
+    T theta = T(0), gy = T(0), glf = T(0), g_in = T(0);
     if (!Inverse) {
       theta = (vs[l] - xl[l]) / w;
       gy = go;
@@ -312,8 +323,8 @@ NFHEP_HD void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm, 
     gXb1[l] = g_w;
     gYb[l] = gy - g_h;
     gYb1[l] = g_h;
-    gu0[l] = first ? T(0) : g.g_d0 * math::sigmoid(u0[l]);
-    gu1[l] = lastbin ? T(0) : g.g_d1 * math::sigmoid(u1[l]);
+    gu0[l] = first ? T(0) : g.g_d0 * sg0;
+    gu1[l] = lastbin ? T(0) : g.g_d1 * sg1;
     gin[l] = inside[l] != T(0) ? g_in : gout[l];
   }
   // Knots -> normalised sizes -> softmax logits. X_j (1 <= j <= K-1) = 2B sum_{k<j} W_k - B, so

@@ -18,6 +18,13 @@
 
 #include "nfhep/config.hpp"
 
+// NFHEP_MATH marks every per-element function of nfhep/math/: __host__ __device__ under nvcc (as NFHEP_HD)
+// and ALWAYS inlined. The forced inlining matters for correctness, not only speed: these templates are
+// compiled once per SIMD level (cpp/src/isa/), and an out-of-line copy would be a weak symbol shared by
+// all levels, so the linker could make the generic path call an AVX-512 copy (SIGILL on older CPUs) and
+// the levels would silently run the same code.
+#define NFHEP_MATH NFHEP_FORCEINLINE
+
 namespace nfhep::math {
 
 namespace detail {
@@ -174,7 +181,7 @@ NFHEP_FORCEINLINE float sqrt_(float x) {
 /// scale 2^n applied as two factors 2^(n/2) 2^(n-n/2) so that subnormal results and the largest finite
 /// results come out right without a branch.
 template <class T>
-NFHEP_HD T exp(T x) {
+NFHEP_MATH T exp(T x) {
   using C = detail::Consts<T>;
   using U = typename C::U;
   using S = std::conditional_t<sizeof(T) == 8, std::int64_t, std::int32_t>;
@@ -196,7 +203,7 @@ NFHEP_HD T exp(T x) {
 /// log(1+f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f/(2+f); subnormal x is rescaled by 2^54 (2^25) first.
 /// log(0) = -inf, log(x<0) = NaN, log(inf) = inf, log(NaN) = NaN.
 template <class T>
-NFHEP_HD T log(T x) {
+NFHEP_MATH T log(T x) {
   using C = detail::Consts<T>;
   using U = typename C::U;
   const bool sub = x < C::min_normal;
@@ -230,18 +237,18 @@ NFHEP_HD T log(T x) {
 /// log(1 + x) accurate for small |x|: u = 1 + x, log1p(x) = log(u) - ((u - 1) - x) / u (the correction
 /// undoes the rounding of u to first order); x when u == 1; inf for x = inf; -inf for x = -1.
 template <class T>
-NFHEP_HD T log1p(T x) {
+NFHEP_MATH T log1p(T x) {
   const T u = T(1) + x;
-  const T us = (u == T(0) || u > T(1e30)) ? T(2) : u;  // keep the correction finite; fixed below
-  const T corr = ((us - T(1)) - x) / us;
-  T out = math::log(u) - ((u == T(0) || u > T(1e30)) ? T(0) : corr);
+  const T lu = math::log(u);
+  const T corr = ((u - T(1)) - x) / u;  // NaN only for u = 0 (0/0) or u = inf (inf/inf)
+  T out = corr == corr ? lu - corr : lu;
   out = u == T(1) ? x : out;
   return out;
 }
 
 /// softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)); never overflows.
 template <class T>
-NFHEP_HD T softplus(T x) {
+NFHEP_MATH T softplus(T x) {
   const T ax = x < T(0) ? -x : x;
   const T pos = x > T(0) ? x : T(0);
   return pos + math::log1p(math::exp(-ax));
@@ -249,7 +256,7 @@ NFHEP_HD T softplus(T x) {
 
 /// sigmoid(x) = 1 / (1 + exp(-x)) = d softplus / dx, written to stay finite for any x.
 template <class T>
-NFHEP_HD T sigmoid(T x) {
+NFHEP_MATH T sigmoid(T x) {
   const T ax = x < T(0) ? -x : x;
   const T e = math::exp(-ax);  // in (0, 1]
   const T r = T(1) / (T(1) + e);

@@ -1,0 +1,111 @@
+"""Type stubs of nfhep's private compiled module ``nfhep._core`` (users import :mod:`nfhep`).
+
+Submodules are modelled as classes of static methods (a single-file stub cannot declare a submodule).
+"""
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["bijectors", "build_info", "get_num_threads", "metrics", "set_num_threads", "set_simd"]
+
+_Float = np.float32 | np.float64
+_Array = npt.NDArray[Any]
+
+def build_info() -> dict[str, Any]:
+    """How this copy of the core was built and what it runs with."""
+
+def set_num_threads(n: int) -> None:
+    """Set the core's thread count; n <= 0 restores the default (NFHEP_NUM_THREADS or the CPU count)."""
+
+def get_num_threads() -> int:
+    """The core's thread count."""
+
+def set_simd(level: str) -> None:
+    """Use SIMD level 'generic', 'avx2' or 'avx512' ('' = best available, capped by NFHEP_ISA)."""
+
+class bijectors:
+    """RQ-spline and affine bijector kernels (numpy in, numpy out; CUDA launchers in CUDA builds)."""
+
+    @staticmethod
+    def rqs_forward(
+        x: _Array,
+        params: _Array,
+        *,
+        bound: float = 5.0,
+        min_bin_width: float = 1e-3,
+        min_bin_height: float = 1e-3,
+        min_derivative: float = 1e-3,
+    ) -> tuple[_Array, _Array]: ...
+    @staticmethod
+    def rqs_inverse(
+        y: _Array,
+        params: _Array,
+        *,
+        bound: float = 5.0,
+        min_bin_width: float = 1e-3,
+        min_bin_height: float = 1e-3,
+        min_derivative: float = 1e-3,
+    ) -> tuple[_Array, _Array]: ...
+    @staticmethod
+    def rqs_backward(
+        inputs: _Array,
+        params: _Array,
+        grad_output: _Array,
+        grad_logabsdet: _Array,
+        *,
+        inverse: bool = False,
+        bound: float = 5.0,
+        min_bin_width: float = 1e-3,
+        min_bin_height: float = 1e-3,
+        min_derivative: float = 1e-3,
+    ) -> tuple[_Array, _Array]: ...
+    @staticmethod
+    def affine_forward(x: _Array, params: _Array) -> tuple[_Array, _Array]: ...
+    @staticmethod
+    def affine_inverse(y: _Array, params: _Array) -> tuple[_Array, _Array]: ...
+    @staticmethod
+    def affine_backward(
+        inputs: _Array, params: _Array, grad_output: _Array, grad_logabsdet: _Array, *, inverse: bool = False
+    ) -> tuple[_Array, _Array]: ...
+    @staticmethod
+    def cuda_available() -> bool: ...
+    @staticmethod
+    def _special(name: str, x: _Array) -> _Array: ...
+    # Present only when cuda_available() is True. Pointers are device addresses (int), stream a cudaStream_t.
+    @staticmethod
+    def cuda_rqs_forward(
+        x: int, params: int, n: int, num_bins: int, y: int, logabsdet: int, *, dtype: str,
+        bound: float = 5.0, min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
+        min_derivative: float = 1e-3, stream: int = 0,
+    ) -> None: ...  # fmt: skip
+    @staticmethod
+    def cuda_rqs_inverse(
+        y: int, params: int, n: int, num_bins: int, x: int, logabsdet: int, *, dtype: str,
+        bound: float = 5.0, min_bin_width: float = 1e-3, min_bin_height: float = 1e-3,
+        min_derivative: float = 1e-3, stream: int = 0,
+    ) -> None: ...  # fmt: skip
+    @staticmethod
+    def cuda_rqs_backward(
+        inputs: int, params: int, grad_output: int, grad_logabsdet: int, n: int, num_bins: int,
+        grad_inputs: int, grad_params: int, *, dtype: str, inverse: bool = False, bound: float = 5.0,
+        min_bin_width: float = 1e-3, min_bin_height: float = 1e-3, min_derivative: float = 1e-3,
+        stream: int = 0,
+    ) -> None: ...  # fmt: skip
+    @staticmethod
+    def cuda_affine_forward(
+        x: int, params: int, n: int, y: int, logabsdet: int, *, dtype: str, stream: int = 0
+    ) -> None: ...
+    @staticmethod
+    def cuda_affine_inverse(
+        y: int, params: int, n: int, x: int, logabsdet: int, *, dtype: str, stream: int = 0
+    ) -> None: ...
+    @staticmethod
+    def cuda_affine_backward(
+        inputs: int, params: int, grad_output: int, grad_logabsdet: int, n: int, grad_inputs: int,
+        grad_params: int, *, dtype: str, inverse: bool = False, stream: int = 0,
+    ) -> None: ...  # fmt: skip
+
+metrics: ModuleType
