@@ -24,6 +24,13 @@
 #include "nfhep/config.hpp"
 #include "nfhep/math/special.hpp"
 
+// The lane loops touch distinct per-lane arrays: tell GCC so (no alias versioning of every tiny loop).
+#if defined(__GNUC__) && !defined(__CUDACC__) && !defined(__clang__)
+#define NFHEP_LANES _Pragma("GCC ivdep")
+#else
+#define NFHEP_LANES
+#endif
+
 namespace nfhep::math {
 
 /// Spline configuration in the working precision.
@@ -132,15 +139,15 @@ NFHEP_MATH RqsBinGrad<T> rqs_bin_vjp(T theta, T h, T s, T d0, T d1, T gy, T gl) 
 template <class T, int L>
 NFHEP_MATH void rqs_softmax_prep(int K, const T* logits, T* e, T* S) {
   T mx[L];
-  for (int l = 0; l < L; ++l) mx[l] = logits[l];
+  NFHEP_LANES for (int l = 0; l < L; ++l) mx[l] = logits[l];
   for (int k = 1; k < K; ++k)
-    for (int l = 0; l < L; ++l) {
+    NFHEP_LANES for (int l = 0; l < L; ++l) {
       const T v = logits[k * L + l];
       mx[l] = v > mx[l] ? v : mx[l];
     }
-  for (int l = 0; l < L; ++l) S[l] = T(0);
+  NFHEP_LANES for (int l = 0; l < L; ++l) S[l] = T(0);
   for (int k = 0; k < K; ++k)
-    for (int l = 0; l < L; ++l) {
+    NFHEP_LANES for (int l = 0; l < L; ++l) {
       const T v = math::exp(logits[k * L + l] - mx[l]);
       e[k * L + l] = v;
       S[l] = S[l] + v;
@@ -158,7 +165,7 @@ NFHEP_MATH void rqs_knots(int K, T bound, T minb, const T* e, const T* S, const 
   const T scale = T(1) - minb * T(K);
   T cw[L], cc[L];  // running sum of the sizes and its Kahan compensation (float32 keeps ~1 ulp knots)
   T kl[L];
-  for (int l = 0; l < L; ++l) {
+  NFHEP_LANES for (int l = 0; l < L; ++l) {
     cw[l] = T(0);
     cc[l] = T(0);
     kl[l] = lo;
@@ -169,7 +176,7 @@ NFHEP_MATH void rqs_knots(int K, T bound, T minb, const T* e, const T* S, const 
   for (int k = 0; k < K; ++k) {
     const bool last = (k + 1 == K);
     const T kt = T(k);
-    for (int l = 0; l < L; ++l) {
+    NFHEP_LANES for (int l = 0; l < L; ++l) {
       const T wk = minb + scale * (e[k * L + l] / S[l]);
       const T yk = wk - cc[l];
       const T t = cw[l] + yk;
@@ -188,13 +195,13 @@ NFHEP_MATH void rqs_knots(int K, T bound, T minb, const T* e, const T* S, const 
 /// Interior-derivative logits at the two ends of each lane's bin: u0 = u_{b-1}, u1 = u_b (0 if absent).
 template <class T, int L>
 NFHEP_MATH void rqs_deriv_logits(int K, const T* u, const T* bin, T* u0, T* u1) {
-  for (int l = 0; l < L; ++l) {
+  NFHEP_LANES for (int l = 0; l < L; ++l) {
     u0[l] = T(0);
     u1[l] = T(0);
   }
   for (int k = 0; k + 1 < K; ++k) {
     const T kt = T(k);
-    for (int l = 0; l < L; ++l) {
+    NFHEP_LANES for (int l = 0; l < L; ++l) {
       const T v = u[k * L + l];
       u0[l] = (kt + T(1) == bin[l]) ? v : u0[l];
       u1[l] = (kt == bin[l]) ? v : u1[l];
@@ -215,7 +222,7 @@ NFHEP_MATH void rqs_block(const RqsConfig<T>& cfg, const T* in, const T* prm, T*
   T* eh = scratch + K * L;
   T Sw[L], Sh[L], vs[L], bin[L], xl[L], xr[L], yl[L], yr[L], u0[L], u1[L];
   T inside[L];  // 1 inside [-B, B], 0 in the tails (and for NaN)
-  for (int l = 0; l < L; ++l) {
+  NFHEP_LANES for (int l = 0; l < L; ++l) {
     const T v = in[l];
     inside[l] = ((v >= -B) && (v <= B)) ? T(1) : T(0);
     vs[l] = inside[l] != T(0) ? v : T(0);  // mask before any arithmetic
@@ -231,7 +238,7 @@ NFHEP_MATH void rqs_block(const RqsConfig<T>& cfg, const T* in, const T* prm, T*
   }
   rqs_deriv_logits<T, L>(K, prm + 2 * K * L, bin, u0, u1);
   const T lastb = T(K - 1);
-  for (int l = 0; l < L; ++l) {
+  NFHEP_LANES for (int l = 0; l < L; ++l) {
     const T sp0 = cfg.min_d + math::softplus(u0[l]);
     const T sp1 = cfg.min_d + math::softplus(u1[l]);
     const T d0 = bin[l] == T(0) ? T(1) : sp0;
@@ -268,7 +275,7 @@ NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm
   T Sw[L], Sh[L], vs[L], bin[L], xl[L], xr[L], yl[L], yr[L], u0[L], u1[L];
   T gXb[L], gXb1[L], gYb[L], gYb1[L], gu0[L], gu1[L];
   T inside[L];  // 1 inside [-B, B], 0 in the tails (and for NaN)
-  for (int l = 0; l < L; ++l) {
+  NFHEP_LANES for (int l = 0; l < L; ++l) {
     const T v = in[l];
     inside[l] = ((v >= -B) && (v <= B)) ? T(1) : T(0);
     vs[l] = inside[l] != T(0) ? v : T(0);
@@ -284,7 +291,7 @@ NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm
   }
   rqs_deriv_logits<T, L>(K, prm + 2 * K * L, bin, u0, u1);
   const T lastb = T(K - 1);
-  for (int l = 0; l < L; ++l) {
+  NFHEP_LANES for (int l = 0; l < L; ++l) {
     const bool first = bin[l] == T(0);
     const bool lastbin = bin[l] == lastb;
     const T sp0 = cfg.min_d + math::softplus(u0[l]);
@@ -339,10 +346,10 @@ NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm
     const T scale = span * (T(1) - (axis == 0 ? cfg.min_w : cfg.min_h) * T(K));
     T* gout_axis = gprm + axis * K * L;
     T dot[L];
-    for (int l = 0; l < L; ++l) dot[l] = T(0);
+    NFHEP_LANES for (int l = 0; l < L; ++l) dot[l] = T(0);
     for (int k = 0; k < K; ++k) {
       const T kt = T(k);
-      for (int l = 0; l < L; ++l) {
+      NFHEP_LANES for (int l = 0; l < L; ++l) {
         const T p = e[k * L + l] / S[l];
         const T gp = scale * ((kt < bin[l] ? ga[l] : T(0)) + ((kt < bin[l] + T(1) && bin[l] < lastb) ? gb[l] : T(0)));
         dot[l] = dot[l] + p * gp;
@@ -350,7 +357,7 @@ NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm
       }
     }
     for (int k = 0; k < K; ++k)
-      for (int l = 0; l < L; ++l) {
+      NFHEP_LANES for (int l = 0; l < L; ++l) {
         const T p = e[k * L + l] / S[l];
         const T v = p * (gout_axis[k * L + l] - dot[l]);
         gout_axis[k * L + l] = inside[l] != T(0) ? v : T(0);
@@ -359,7 +366,7 @@ NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm
   T* gu = gprm + 2 * K * L;
   for (int k = 0; k + 1 < K; ++k) {
     const T kt = T(k);
-    for (int l = 0; l < L; ++l) {
+    NFHEP_LANES for (int l = 0; l < L; ++l) {
       const T v = (kt + T(1) == bin[l] ? gu0[l] : T(0)) + (kt == bin[l] ? gu1[l] : T(0));
       gu[k * L + l] = inside[l] != T(0) ? v : T(0);
     }
