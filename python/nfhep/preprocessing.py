@@ -263,7 +263,9 @@ class Preprocessing(nn.Module):
         if self.features is None:
             self._allocate(features)
         elif features != self.features:
-            raise ValueError(f"Preprocessing.fit: argument 'x' has {features} features, expected {self.features}")
+            raise ValueError(
+                f"Preprocessing.fit: argument 'x' has {features} features, expected {self.features}"
+            )
         self._acc = RunningMoments(features)
         self._acc_c = RunningMoments(self.context) if self.context else None
 
@@ -274,16 +276,22 @@ class Preprocessing(nn.Module):
         self._check_x(func, xt)
         w = None
         if weights is not None:
-            w = np.asarray(weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights, np.float64)
+            w = np.asarray(
+                weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights, np.float64
+            )
             if w.shape != (xt.shape[0],):
-                raise ValueError(f"{func}: argument 'weights' must have shape ({xt.shape[0]},), got {w.shape}")
+                raise ValueError(
+                    f"{func}: argument 'weights' must have shape ({xt.shape[0]},), got {w.shape}"
+                )
         self._check_domain(func, xt)
         v, _ = self._to_v(xt)
         self._acc.update(v.numpy(), w)
         if self.context:
             if context is None:
                 raise ValueError(f"{func}: argument 'context' is required ({self.context} context features)")
-            c = np.asarray(context.detach().cpu() if isinstance(context, torch.Tensor) else context, np.float64)
+            c = np.asarray(
+                context.detach().cpu() if isinstance(context, torch.Tensor) else context, np.float64
+            )
             if c.ndim != 2 or c.shape != (xt.shape[0], self.context):
                 raise ValueError(
                     f"{func}: argument 'context' must have shape ({xt.shape[0]}, {self.context}), got {c.shape}"

@@ -126,7 +126,9 @@ class Flow(nn.Module):
         seed = _check_int("seed", seed, 0)
         hidden = parse_hidden(hidden)
         if activation not in ACTIVATIONS:
-            raise ValueError(f"argument 'activation' must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+            raise ValueError(
+                f"argument 'activation' must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
+            )
         if permutation not in _PERMUTATIONS:
             raise ValueError(f"argument 'permutation' must be one of {_PERMUTATIONS}, got {permutation!r}")
         if not 0.0 <= float(dropout) < 1.0:
@@ -224,12 +226,18 @@ class Flow(nn.Module):
                 raise ValueError(f"{func}: argument 'context' given but the flow has no context features")
             return None
         if context is None:
-            raise ValueError(f"{func}: argument 'context' is required (the flow has {self.context} context features)")
+            raise ValueError(
+                f"{func}: argument 'context' is required (the flow has {self.context} context features)"
+            )
         if not isinstance(context, torch.Tensor):
-            raise TypeError(f"{func}: argument 'context' must be a torch.Tensor, got {type(context).__name__}")
+            raise TypeError(
+                f"{func}: argument 'context' must be a torch.Tensor, got {type(context).__name__}"
+            )
         ref = self._ref()
         if context.dtype != ref.dtype:
-            raise TypeError(f"{func}: argument 'context' has dtype {context.dtype}, the flow's is {ref.dtype}")
+            raise TypeError(
+                f"{func}: argument 'context' has dtype {context.dtype}, the flow's is {ref.dtype}"
+            )
         if context.dim() == 1 and context.shape[0] == self.context:
             return context.expand(n, self.context)
         if context.dim() == 2 and context.shape == (n, self.context):
@@ -468,7 +476,12 @@ class AutoregressiveRQS(Flow):
 
 
 #: The flow families by their short names (CLI ``--flow``).
-FLOWS: dict[str, type[Flow]] = {"maf": MAF, "realnvp": RealNVP, "crqs": CouplingRQS, "arqs": AutoregressiveRQS}
+FLOWS: dict[str, type[Flow]] = {
+    "maf": MAF,
+    "realnvp": RealNVP,
+    "crqs": CouplingRQS,
+    "arqs": AutoregressiveRQS,
+}
 
 
 def build_flow(config: Mapping[str, Any]) -> Flow:
