@@ -78,7 +78,8 @@ def test_family_learns_cmog(family):
     with torch.no_grad():
         nll = float(-model.log_prob(torch.tensor(x_test, dtype=torch.float32)).mean())
     print(
-        f"{family}: test NLL {nll:.4f}, true {true_nll:.4f}, gap {nll - true_nll:.4f}, epochs {len(hist.loss)}"
+        f"{family}: test NLL {nll:.4f}, true {true_nll:.4f}, gap {nll - true_nll:.4f}, "
+        f"epochs {len(hist.loss)}"
     )
     assert nll - true_nll < MARGIN
     assert nll - true_nll > -0.05  # cannot beat the truth by more than the test-set noise

@@ -2,7 +2,8 @@ r"""A trained density in data units: preprocessing + flow + feature names.
 
 .. math::
 
-    \log p(x \mid c) = \log p_{\text{flow}}(u(x) \mid \tilde c) + \log\left|\det\frac{\partial u}{\partial x}\right|,
+    \log p(x \mid c) = \log p_{\text{flow}}(u(x) \mid \tilde c)
+    + \log\left|\det\frac{\partial u}{\partial x}\right|,
 
 with :math:`u` the :class:`~nfhep.preprocessing.Preprocessing` map and :math:`\tilde c` the standardised
 context. ``state_dict()`` names: ``flow.<...>`` (see ``docs/flows.md``) and ``preprocessing.mean``,
@@ -64,7 +65,8 @@ class Model(nn.Module):
             raise ValueError(f"Model: {len(features)} feature names for a flow with {flow.features} features")
         if len(context_features) != flow.context:
             raise ValueError(
-                f"Model: {len(context_features)} context names for a flow with {flow.context} context features"
+                f"Model: {len(context_features)} context names for a flow with "
+                f"{flow.context} context features"
             )
         if len(set(features + context_features)) != len(features) + len(context_features):
             raise ValueError("Model: feature and context names must be unique")

@@ -177,7 +177,8 @@ class Preprocessing(nn.Module):
                 nbad = int((~(col > 0)).sum())
                 if nbad:
                     raise ValueError(
-                        f"{func}: feature {j} is log-transformed but {nbad} value(s) are not strictly positive"
+                        f"{func}: feature {j} is log-transformed but {nbad} value(s) are not "
+                        "strictly positive"
                     )
             if lo is not None or hi is not None:
                 ok = torch.ones_like(col, dtype=torch.bool)
@@ -294,7 +295,8 @@ class Preprocessing(nn.Module):
             )
             if c.ndim != 2 or c.shape != (xt.shape[0], self.context):
                 raise ValueError(
-                    f"{func}: argument 'context' must have shape ({xt.shape[0]}, {self.context}), got {c.shape}"
+                    f"{func}: argument 'context' must have shape ({xt.shape[0]}, {self.context}), "
+                    f"got {c.shape}"
                 )
             self._acc_c.update(c, w)  # type: ignore[union-attr]
 
@@ -315,7 +317,7 @@ class Preprocessing(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""``x`` (N, D) -> ``(u, logabsdet)``; ``logabsdet`` (N,) is :math:`\log|\det\partial u/\partial x|`."""
+        r"""``x`` (N, D) -> ``(u, logabsdet)``, per-row :math:`\log|\det\partial u/\partial x|`."""
         func = "Preprocessing.forward"
         self._check_x(func, x)
         if self.features is None:
@@ -331,7 +333,7 @@ class Preprocessing(nn.Module):
         return self._from_v(u * self.std + self.mean)
 
     def inverse_and_log_det(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""``u`` -> ``x`` and :math:`\log|\det\partial u/\partial x|` at ``x``, computed from ``v`` (stable at
+        r"""``u`` -> ``x`` and :math:`\log|\det\partial u/\partial x|` at ``x``, from ``v`` (stable at
         the edges: for the logit :math:`-\log(b-a) - \log\sigma(v) - \log\sigma(-v)`)."""
         self._check_x("Preprocessing.inverse_and_log_det", u)
         assert self.bounds is not None
@@ -389,4 +391,7 @@ class Preprocessing(nn.Module):
         return p
 
     def extra_repr(self) -> str:
-        return f"features={self.features}, standardize={self.standardize}, log={list(self.log)}, context={self.context}"
+        return (
+            f"features={self.features}, standardize={self.standardize}, log={list(self.log)}, "
+            f"context={self.context}"
+        )

@@ -454,7 +454,8 @@ def fit(
                     model.load_state_dict(best_state)
                     if consecutive >= max_failures:
                         history.stop_reason = (
-                            f"non_finite: the loss was NaN/inf in {consecutive} consecutive epochs (last at epoch "
+                            f"non_finite: the loss was NaN/inf in {consecutive} consecutive epochs "
+                            f"(last at epoch "
                             f"{epoch}, batch {failed_at}, lr {rate:.3g}); the best weights (epoch "
                             f"{history.best_epoch}) were restored"
                         )

@@ -251,7 +251,7 @@ class Flow(nn.Module):
     def transform(
         self, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Data -> latent: :math:`z = T^{-1}(x)` and :math:`\log|\det \partial z/\partial x|`, shape ``(N,)``."""
+        r"""Data -> latent: :math:`z = T^{-1}(x)` and :math:`\log|\det \partial z/\partial x|` (``(N,)``)."""
         x = self._check_x("Flow.transform", x)
         context = self._check_context("Flow.transform", context, x.shape[0])
         total = x.new_zeros(x.shape[0])
@@ -292,7 +292,7 @@ class Flow(nn.Module):
     def sample(
         self, n: int, context: torch.Tensor | None = None, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Draw ``n`` events, shape ``(n, D)`` (no gradient; use :meth:`inverse` for reparameterised draws)."""
+        """Draw ``n`` events, shape ``(n, D)`` (no gradient; :meth:`inverse` gives reparameterised draws)."""
         with torch.no_grad():
             z = self._draw(n, generator)
             return self.inverse(z, context)[0]
@@ -300,7 +300,7 @@ class Flow(nn.Module):
     def sample_and_log_prob(
         self, n: int, context: torch.Tensor | None = None, *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Draw ``n`` events and their :math:`\log p`: :math:`\log\mathcal{N}(z) - \log|\det\partial x/\partial z|`."""
+        r"""Draw ``n`` events and :math:`\log p = \log\mathcal{N}(z) - \log|\det\partial x/\partial z|`."""
         with torch.no_grad():
             z = self._draw(n, generator)
             x, ld = self.inverse(z, context)
@@ -395,7 +395,8 @@ class MAF(Flow):
 class RealNVP(Flow):
     r"""RealNVP (arXiv:1605.08803): affine coupling layers.
 
-    :math:`z_{1:d} = x_{1:d}`, :math:`z_{d+1:D} = x_{d+1:D} e^{s} + t`, :math:`(s, t) = \mathrm{MLP}(x_{1:d}, c)`,
+    :math:`z_{1:d} = x_{1:d}`, :math:`z_{d+1:D} = x_{d+1:D} e^{s} + t`,
+    :math:`(s, t) = \mathrm{MLP}(x_{1:d}, c)`,
     :math:`d = \lfloor D/2\rfloor`; soft-clamped log-scale as in :class:`MAF`. Both directions: one pass.
     Parameters as :class:`MAF`.
     """
