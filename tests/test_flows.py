@@ -29,13 +29,17 @@ def _one_torch_thread():
     yield
     torch.set_num_threads(before)
 
+
 FAMILIES = sorted(FLOWS)
 D = 3
 CASES = [(f, c) for f in FAMILIES for c in (0, 2)]
 
 
 def _cpp_available() -> bool:
-    return bijectors.cpp_support(torch.zeros(1), "rqs") is None and bijectors.cpp_support(torch.zeros(1), "affine") is None
+    return (
+        bijectors.cpp_support(torch.zeros(1), "rqs") is None
+        and bijectors.cpp_support(torch.zeros(1), "affine") is None
+    )
 
 
 def make_flow(family: str, context: int = 0, *, dtype=torch.float64, seed: int = 0, **kw) -> Flow:
@@ -79,9 +83,13 @@ def test_log_prob_is_change_of_variables(family, context):
     lp = flow.log_prob(x, c).detach()
     for i in range(x.shape[0]):
         ci = None if c is None else c[i : i + 1]
-        jac = torch.autograd.functional.jacobian(lambda v: flow.transform(v[None], ci)[0][0], x[i])
+        jac = torch.autograd.functional.jacobian(lambda v, ci=ci: flow.transform(v[None], ci)[0][0], x[i])
         z = flow.transform(x[i : i + 1], ci)[0][0].detach()
-        ref = -0.5 * float((z * z).sum()) - 0.5 * D * math.log(2 * math.pi) + float(torch.linalg.slogdet(jac.detach())[1])
+        ref = (
+            -0.5 * float((z * z).sum())
+            - 0.5 * D * math.log(2 * math.pi)
+            + float(torch.linalg.slogdet(jac.detach())[1])
+        )
         assert float(lp[i]) == pytest.approx(ref, abs=1e-9)
 
 
@@ -123,7 +131,9 @@ def test_autoregressive_jacobian_is_triangular(family):
     assert len(layers) == 2
     for layer in layers:
         for i in range(4):
-            jac = torch.autograd.functional.jacobian(lambda v: layer(v[None], c[i : i + 1])[0][0], x[i])
+            jac = torch.autograd.functional.jacobian(
+                lambda v, layer=layer, ci=c[i : i + 1]: layer(v[None], ci)[0][0], x[i]
+            )
             assert torch.all(torch.triu(jac, diagonal=1) == 0), jac
             assert torch.all(torch.diagonal(jac) != 0)
             assert torch.any(torch.tril(jac, diagonal=-1) != 0)  # it does depend on earlier features
@@ -142,7 +152,7 @@ def test_made_masks_connectivity():
     x = torch.randn(5, dtype=torch.float64)
     c = torch.randn(1, 2, dtype=torch.float64)
     jac = torch.autograd.functional.jacobian(lambda v: made(v[None], c)[0], x)  # (5, 3, 5)
-    dep = (jac.abs().sum(1) != 0)
+    dep = jac.abs().sum(1) != 0
     expected = torch.tril(torch.ones(5, 5, dtype=torch.bool), diagonal=-1)
     assert torch.equal(dep, expected)
     jc = torch.autograd.functional.jacobian(lambda v: made(x[None], v)[0], c)  # context reaches every output
@@ -254,8 +264,22 @@ def test_bound_alias_and_config_keys():
     f = FLOWS["arqs"](3, bound=6.0, knots=4)
     assert f.config["range"] == 6.0 and f.config["knots"] == 4
     assert set(f.config) >= {
-        "family", "features", "context", "bijectors", "hidden", "activation", "knots", "range", "dropout",
-        "batch_norm", "actnorm", "permutation", "seed", "min_bin_width", "min_bin_height", "min_derivative",
+        "family",
+        "features",
+        "context",
+        "bijectors",
+        "hidden",
+        "activation",
+        "knots",
+        "range",
+        "dropout",
+        "batch_norm",
+        "actnorm",
+        "permutation",
+        "seed",
+        "min_bin_width",
+        "min_bin_height",
+        "min_derivative",
     }
 
 
@@ -294,7 +318,9 @@ def test_random_permutation_is_seeded():
 def test_options_dropout_batchnorm_actnorm_float32(family):
     """Optional pieces build, run in train and eval mode, and stay invertible in eval mode (float32)."""
     torch.manual_seed(0)
-    flow = FLOWS[family](D, context=1, hidden=[16], dropout=0.1, batch_norm=True, actnorm=True, activation="tanh")
+    flow = FLOWS[family](
+        D, context=1, hidden=[16], dropout=0.1, batch_norm=True, actnorm=True, activation="tanh"
+    )
     x = torch.randn(64, D) * 2 + 1
     c = torch.randn(64, 1)
     flow.train()

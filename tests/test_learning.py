@@ -23,6 +23,7 @@ def _one_torch_thread():
     yield
     torch.set_num_threads(before)
 
+
 MARGIN = 0.15  # nats per event
 
 _MEANS = [np.array([-1.5, 0.0, 1.0, 0.5]), np.array([1.5, 1.0, -1.0, -0.5])]
@@ -71,9 +72,14 @@ def test_family_learns_cmog(family):
     true_nll = float(-cmog_log_prob(x_test).mean())
     torch.manual_seed(0)
     model = Model.create(family, [f"x{i}" for i in range(4)], **RECIPES[family])
-    hist = fit(model, x_train, epochs=25, batch_size=256, lr=3e-3, patience=6, lr_patience=3, progress=False, seed=0)
+    hist = fit(
+        model, x_train, epochs=25, batch_size=256, lr=3e-3, patience=6, lr_patience=3, progress=False, seed=0
+    )
     with torch.no_grad():
         nll = float(-model.log_prob(torch.tensor(x_test, dtype=torch.float32)).mean())
-    print(f"{family}: test NLL {nll:.4f}, true {true_nll:.4f}, gap {nll - true_nll:.4f}, epochs {len(hist.loss)}")
+    print(
+        f"{family}: test NLL {nll:.4f}, true {true_nll:.4f}, gap {nll - true_nll:.4f}, "
+        f"epochs {len(hist.loss)}"
+    )
     assert nll - true_nll < MARGIN
     assert nll - true_nll > -0.05  # cannot beat the truth by more than the test-set noise

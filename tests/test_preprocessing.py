@@ -207,9 +207,15 @@ def test_model_config_round_trip_and_consistency(family):
     torch.testing.assert_close(m.log_prob(x.numpy(), ctx.numpy()), ref)
     s, lp = m.sample_and_log_prob(300, torch.tensor([125.0], dtype=torch.float64))
     assert s.shape == (300, 4)
-    assert bool(((s[:, 2] >= 0) & (s[:, 2] <= 1)).all()) and bool((s[:, 3] >= 2).all()) and bool((s[:, 1] > 0).all())
+    assert (
+        bool(((s[:, 2] >= 0) & (s[:, 2] <= 1)).all())
+        and bool((s[:, 3] >= 2).all())
+        and bool((s[:, 1] > 0).all())
+    )
     inside = (s[:, 2] > 0) & (s[:, 2] < 1) & (s[:, 3] > 2)
-    torch.testing.assert_close(m.log_prob(s[inside], ctx[:1].expand(int(inside.sum()), 1)), lp[inside], rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(
+        m.log_prob(s[inside], ctx[:1].expand(int(inside.sum()), 1)), lp[inside], rtol=1e-8, atol=1e-8
+    )
 
 
 def test_model_errors():

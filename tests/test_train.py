@@ -68,14 +68,34 @@ def test_early_stopping_when_nothing_improves():
 def test_lr_reduced_on_plateau():
     """lr 1e-6: improvements are below ReduceLROnPlateau's relative threshold (1e-4) -> plateau."""
     m = _model(dtype=torch.float64)
-    h = fit(m, _data(200), epochs=9, batch_size=100, lr=1e-6, lr_factor=0.5, lr_patience=1, min_lr=1e-9,
-            patience=100, progress=False)
+    h = fit(
+        m,
+        _data(200),
+        epochs=9,
+        batch_size=100,
+        lr=1e-6,
+        lr_factor=0.5,
+        lr_patience=1,
+        min_lr=1e-9,
+        patience=100,
+        progress=False,
+    )
     lrs = np.array(h.lr)
     assert np.all(np.diff(lrs) <= 0)
     drops = lrs[1:][np.diff(lrs) < 0] / lrs[:-1][np.diff(lrs) < 0]
     assert len(drops) >= 2 and np.allclose(drops, 0.5)
-    h2 = fit(_model(dtype=torch.float64), _data(200), epochs=9, batch_size=100, lr=1e-6, lr_factor=0.5,
-             lr_patience=1, min_lr=4e-7, patience=100, progress=False)
+    h2 = fit(
+        _model(dtype=torch.float64),
+        _data(200),
+        epochs=9,
+        batch_size=100,
+        lr=1e-6,
+        lr_factor=0.5,
+        lr_patience=1,
+        min_lr=4e-7,
+        patience=100,
+        progress=False,
+    )
     assert min(h2.lr) == pytest.approx(4e-7)  # floored at min_lr
 
 
@@ -85,7 +105,9 @@ def test_regularisation_shrinks_conditioner_weights(kind):
 
     def norm(model):
         ws = model.flow.conditioner_weights()
-        return sum(float(w.detach().abs().sum()) if kind == "l1" else float((w.detach() ** 2).sum()) for w in ws)
+        return sum(
+            float(w.detach().abs().sum()) if kind == "l1" else float((w.detach() ** 2).sum()) for w in ws
+        )
 
     m0, m1 = _model(), _model()
     fit(m0, x, epochs=4, batch_size=64, lr=5e-3, progress=False)
@@ -178,7 +200,7 @@ def test_seed_reproducible():
     hb = fit(b, x, epochs=3, batch_size=32, progress=False, seed=1)
     hc = fit(c, x, epochs=3, batch_size=32, progress=False, seed=2)
     assert ha.loss == hb.loss and ha.val_loss == hb.val_loss
-    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(va, vb), k
     assert ha.loss != hc.loss
     # the global RNG is untouched
@@ -217,9 +239,7 @@ def test_streamed_input_with_context():
     h = fit(m, src, epochs=4, batch_size=64, lr=5e-3, progress=False)
     assert len(h.loss) == 4 and h.val_loss[-1] < h.val_loss[0]
     # preprocessing from one streamed pass over the training rows (seeded 20% of each chunk held out)
-    tr = np.concatenate(
-        [~_split_mask(150, 0.2, np.random.default_rng([0, k])) for k in range(4)]
-    )
+    tr = np.concatenate([~_split_mask(150, 0.2, np.random.default_rng([0, k])) for k in range(4)])
     np.testing.assert_allclose(m.preprocessing.mean.numpy(), x[tr].mean(0), rtol=1e-5)
     np.testing.assert_allclose(m.preprocessing.context_mean.numpy(), c[tr].mean(0), rtol=1e-5, atol=1e-6)
     assert all(s is None for s in src.calls)

@@ -2,7 +2,8 @@ r"""A trained density in data units: preprocessing + flow + feature names.
 
 .. math::
 
-    \log p(x \mid c) = \log p_{\text{flow}}(u(x) \mid \tilde c) + \log\left|\det\frac{\partial u}{\partial x}\right|,
+    \log p(x \mid c) = \log p_{\text{flow}}(u(x) \mid \tilde c)
+    + \log\left|\det\frac{\partial u}{\partial x}\right|,
 
 with :math:`u` the :class:`~nfhep.preprocessing.Preprocessing` map and :math:`\tilde c` the standardised
 context. ``state_dict()`` names: ``flow.<...>`` (see ``docs/flows.md``) and ``preprocessing.mean``,
@@ -64,7 +65,8 @@ class Model(nn.Module):
             raise ValueError(f"Model: {len(features)} feature names for a flow with {flow.features} features")
         if len(context_features) != flow.context:
             raise ValueError(
-                f"Model: {len(context_features)} context names for a flow with {flow.context} context features"
+                f"Model: {len(context_features)} context names for a flow with "
+                f"{flow.context} context features"
             )
         if len(set(features + context_features)) != len(features) + len(context_features):
             raise ValueError("Model: feature and context names must be unique")
@@ -107,7 +109,9 @@ class Model(nn.Module):
             ``bijectors``, ``hidden``, ``knots``, ``range``, ... (see the flow classes).
         """
         if family not in FLOWS:
-            raise ValueError(f"Model.create: argument 'family' must be one of {sorted(FLOWS)}, got {family!r}")
+            raise ValueError(
+                f"Model.create: argument 'family' must be one of {sorted(FLOWS)}, got {family!r}"
+            )
         features = list(features)
         context_features = list(context_features)
         idx = {n: i for i, n in enumerate(features)}
@@ -171,11 +175,15 @@ class Model(nn.Module):
         func = "Model.log_prob"
         x = self._as_tensor(func, "x", x)
         if x.dim() != 2 or x.shape[1] != len(self.features):
-            raise ValueError(f"{func}: argument 'x' must have shape (N, {len(self.features)}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"{func}: argument 'x' must have shape (N, {len(self.features)}), got {tuple(x.shape)}"
+            )
         u, ld = self.preprocessing(x)
         return self.flow.log_prob(u, self._context(func, context)) + ld
 
-    def sample(self, n: int, context: Any = None, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, n: int, context: Any = None, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """``n`` events in data units, shape ``(n, D)`` (clipped to any physical bounds)."""
         u = self.flow.sample(n, self._context("Model.sample", context), generator=generator)
         with torch.no_grad():
@@ -185,7 +193,9 @@ class Model(nn.Module):
         self, n: int, context: Any = None, *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` events and their log-density in data units."""
-        u, lp = self.flow.sample_and_log_prob(n, self._context("Model.sample_and_log_prob", context), generator=generator)
+        u, lp = self.flow.sample_and_log_prob(
+            n, self._context("Model.sample_and_log_prob", context), generator=generator
+        )
         with torch.no_grad():
             x, ld = self.preprocessing.inverse_and_log_det(u)
             return x, lp + ld

@@ -177,7 +177,8 @@ class Preprocessing(nn.Module):
                 nbad = int((~(col > 0)).sum())
                 if nbad:
                     raise ValueError(
-                        f"{func}: feature {j} is log-transformed but {nbad} value(s) are not strictly positive"
+                        f"{func}: feature {j} is log-transformed but {nbad} value(s) are not "
+                        "strictly positive"
                     )
             if lo is not None or hi is not None:
                 ok = torch.ones_like(col, dtype=torch.bool)
@@ -263,7 +264,9 @@ class Preprocessing(nn.Module):
         if self.features is None:
             self._allocate(features)
         elif features != self.features:
-            raise ValueError(f"Preprocessing.fit: argument 'x' has {features} features, expected {self.features}")
+            raise ValueError(
+                f"Preprocessing.fit: argument 'x' has {features} features, expected {self.features}"
+            )
         self._acc = RunningMoments(features)
         self._acc_c = RunningMoments(self.context) if self.context else None
 
@@ -274,19 +277,26 @@ class Preprocessing(nn.Module):
         self._check_x(func, xt)
         w = None
         if weights is not None:
-            w = np.asarray(weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights, np.float64)
+            w = np.asarray(
+                weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights, np.float64
+            )
             if w.shape != (xt.shape[0],):
-                raise ValueError(f"{func}: argument 'weights' must have shape ({xt.shape[0]},), got {w.shape}")
+                raise ValueError(
+                    f"{func}: argument 'weights' must have shape ({xt.shape[0]},), got {w.shape}"
+                )
         self._check_domain(func, xt)
         v, _ = self._to_v(xt)
         self._acc.update(v.numpy(), w)
         if self.context:
             if context is None:
                 raise ValueError(f"{func}: argument 'context' is required ({self.context} context features)")
-            c = np.asarray(context.detach().cpu() if isinstance(context, torch.Tensor) else context, np.float64)
+            c = np.asarray(
+                context.detach().cpu() if isinstance(context, torch.Tensor) else context, np.float64
+            )
             if c.ndim != 2 or c.shape != (xt.shape[0], self.context):
                 raise ValueError(
-                    f"{func}: argument 'context' must have shape ({xt.shape[0]}, {self.context}), got {c.shape}"
+                    f"{func}: argument 'context' must have shape ({xt.shape[0]}, {self.context}), "
+                    f"got {c.shape}"
                 )
             self._acc_c.update(c, w)  # type: ignore[union-attr]
 
@@ -307,7 +317,7 @@ class Preprocessing(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""``x`` (N, D) -> ``(u, logabsdet)``; ``logabsdet`` (N,) is :math:`\log|\det\partial u/\partial x|`."""
+        r"""``x`` (N, D) -> ``(u, logabsdet)``, per-row :math:`\log|\det\partial u/\partial x|`."""
         func = "Preprocessing.forward"
         self._check_x(func, x)
         if self.features is None:
@@ -323,7 +333,7 @@ class Preprocessing(nn.Module):
         return self._from_v(u * self.std + self.mean)
 
     def inverse_and_log_det(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""``u`` -> ``x`` and :math:`\log|\det\partial u/\partial x|` at ``x``, computed from ``v`` (stable at
+        r"""``u`` -> ``x`` and :math:`\log|\det\partial u/\partial x|` at ``x``, from ``v`` (stable at
         the edges: for the logit :math:`-\log(b-a) - \log\sigma(v) - \log\sigma(-v)`)."""
         self._check_x("Preprocessing.inverse_and_log_det", u)
         assert self.bounds is not None
@@ -381,4 +391,7 @@ class Preprocessing(nn.Module):
         return p
 
     def extra_repr(self) -> str:
-        return f"features={self.features}, standardize={self.standardize}, log={list(self.log)}, context={self.context}"
+        return (
+            f"features={self.features}, standardize={self.standardize}, log={list(self.log)}, "
+            f"context={self.context}"
+        )

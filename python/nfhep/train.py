@@ -241,8 +241,14 @@ def fit(
     from .model import Model
 
     func = "nfhep.train.fit"
-    for name, v, lo in (("epochs", epochs, 0), ("batch_size", batch_size, 1), ("patience", patience, 0),
-                        ("lr_patience", lr_patience, 0), ("seed", seed, 0), ("max_failures", max_failures, 1)):
+    for name, v, lo in (
+        ("epochs", epochs, 0),
+        ("batch_size", batch_size, 1),
+        ("patience", patience, 0),
+        ("lr_patience", lr_patience, 0),
+        ("seed", seed, 0),
+        ("max_failures", max_failures, 1),
+    ):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{func}: argument {name!r} must be an int >= {lo}, got {v!r}")
     if not lr > 0:
@@ -260,7 +266,9 @@ def fit(
 
     flow = model.flow if isinstance(model, Model) else model
     if not hasattr(flow, "conditioner_weights"):
-        raise TypeError(f"{func}: argument 'model' must be an nfhep Model or Flow, got {type(model).__name__}")
+        raise TypeError(
+            f"{func}: argument 'model' must be an nfhep Model or Flow, got {type(model).__name__}"
+        )
     device = torch.device(device)
     model.to(device)
     dtype = next(model.parameters()).dtype
@@ -301,7 +309,9 @@ def fit(
         ca = None
         if c:
             if context is None:
-                raise ValueError(f"{func}: argument 'context' is required (the model has {c} context features)")
+                raise ValueError(
+                    f"{func}: argument 'context' is required (the model has {c} context features)"
+                )
             ca = _as_array("context", context, 2)
             if ca.shape != (n, c):
                 raise ValueError(f"{func}: argument 'context' must have shape ({n}, {c}), got {ca.shape}")
@@ -319,7 +329,9 @@ def fit(
         val_mask = _split_mask(n, validation_split, np.random.default_rng(seed))
         tr = ~val_mask
         if fit_preprocessing and isinstance(model, Model):
-            model.preprocessing.fit(xa[tr], None if wa is None else wa[tr], context=None if ca is None else ca[tr])
+            model.preprocessing.fit(
+                xa[tr], None if wa is None else wa[tr], context=None if ca is None else ca[tr]
+            )
         x_tr, x_va = tens(xa[tr]), tens(xa[val_mask])
         c_tr = tens(None if ca is None else ca[tr])
         c_va = tens(None if ca is None else ca[val_mask])
@@ -442,7 +454,8 @@ def fit(
                     model.load_state_dict(best_state)
                     if consecutive >= max_failures:
                         history.stop_reason = (
-                            f"non_finite: the loss was NaN/inf in {consecutive} consecutive epochs (last at epoch "
+                            f"non_finite: the loss was NaN/inf in {consecutive} consecutive epochs "
+                            f"(last at epoch "
                             f"{epoch}, batch {failed_at}, lr {rate:.3g}); the best weights (epoch "
                             f"{history.best_epoch}) were restored"
                         )
@@ -465,7 +478,9 @@ def fit(
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(
-                        loss=f"{history.loss[-1]:.4f}", val_loss=f"{history.val_loss[-1]:.4f}", lr=f"{rate:.2g}"
+                        loss=f"{history.loss[-1]:.4f}",
+                        val_loss=f"{history.val_loss[-1]:.4f}",
+                        lr=f"{rate:.2g}",
                     )
                 if since_best > 0 and since_best >= patience:
                     history.stop_reason = "early_stopping"

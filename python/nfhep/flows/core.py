@@ -126,7 +126,9 @@ class Flow(nn.Module):
         seed = _check_int("seed", seed, 0)
         hidden = parse_hidden(hidden)
         if activation not in ACTIVATIONS:
-            raise ValueError(f"argument 'activation' must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+            raise ValueError(
+                f"argument 'activation' must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
+            )
         if permutation not in _PERMUTATIONS:
             raise ValueError(f"argument 'permutation' must be one of {_PERMUTATIONS}, got {permutation!r}")
         if not 0.0 <= float(dropout) < 1.0:
@@ -224,12 +226,18 @@ class Flow(nn.Module):
                 raise ValueError(f"{func}: argument 'context' given but the flow has no context features")
             return None
         if context is None:
-            raise ValueError(f"{func}: argument 'context' is required (the flow has {self.context} context features)")
+            raise ValueError(
+                f"{func}: argument 'context' is required (the flow has {self.context} context features)"
+            )
         if not isinstance(context, torch.Tensor):
-            raise TypeError(f"{func}: argument 'context' must be a torch.Tensor, got {type(context).__name__}")
+            raise TypeError(
+                f"{func}: argument 'context' must be a torch.Tensor, got {type(context).__name__}"
+            )
         ref = self._ref()
         if context.dtype != ref.dtype:
-            raise TypeError(f"{func}: argument 'context' has dtype {context.dtype}, the flow's is {ref.dtype}")
+            raise TypeError(
+                f"{func}: argument 'context' has dtype {context.dtype}, the flow's is {ref.dtype}"
+            )
         if context.dim() == 1 and context.shape[0] == self.context:
             return context.expand(n, self.context)
         if context.dim() == 2 and context.shape == (n, self.context):
@@ -243,7 +251,7 @@ class Flow(nn.Module):
     def transform(
         self, x: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Data -> latent: :math:`z = T^{-1}(x)` and :math:`\log|\det \partial z/\partial x|`, shape ``(N,)``."""
+        r"""Data -> latent: :math:`z = T^{-1}(x)` and :math:`\log|\det \partial z/\partial x|` (``(N,)``)."""
         x = self._check_x("Flow.transform", x)
         context = self._check_context("Flow.transform", context, x.shape[0])
         total = x.new_zeros(x.shape[0])
@@ -284,7 +292,7 @@ class Flow(nn.Module):
     def sample(
         self, n: int, context: torch.Tensor | None = None, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Draw ``n`` events, shape ``(n, D)`` (no gradient; use :meth:`inverse` for reparameterised draws)."""
+        """Draw ``n`` events, shape ``(n, D)`` (no gradient; :meth:`inverse` gives reparameterised draws)."""
         with torch.no_grad():
             z = self._draw(n, generator)
             return self.inverse(z, context)[0]
@@ -292,7 +300,7 @@ class Flow(nn.Module):
     def sample_and_log_prob(
         self, n: int, context: torch.Tensor | None = None, *, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Draw ``n`` events and their :math:`\log p`: :math:`\log\mathcal{N}(z) - \log|\det\partial x/\partial z|`."""
+        r"""Draw ``n`` events and :math:`\log p = \log\mathcal{N}(z) - \log|\det\partial x/\partial z|`."""
         with torch.no_grad():
             z = self._draw(n, generator)
             x, ld = self.inverse(z, context)
@@ -387,7 +395,8 @@ class MAF(Flow):
 class RealNVP(Flow):
     r"""RealNVP (arXiv:1605.08803): affine coupling layers.
 
-    :math:`z_{1:d} = x_{1:d}`, :math:`z_{d+1:D} = x_{d+1:D} e^{s} + t`, :math:`(s, t) = \mathrm{MLP}(x_{1:d}, c)`,
+    :math:`z_{1:d} = x_{1:d}`, :math:`z_{d+1:D} = x_{d+1:D} e^{s} + t`,
+    :math:`(s, t) = \mathrm{MLP}(x_{1:d}, c)`,
     :math:`d = \lfloor D/2\rfloor`; soft-clamped log-scale as in :class:`MAF`. Both directions: one pass.
     Parameters as :class:`MAF`.
     """
@@ -468,7 +477,12 @@ class AutoregressiveRQS(Flow):
 
 
 #: The flow families by their short names (CLI ``--flow``).
-FLOWS: dict[str, type[Flow]] = {"maf": MAF, "realnvp": RealNVP, "crqs": CouplingRQS, "arqs": AutoregressiveRQS}
+FLOWS: dict[str, type[Flow]] = {
+    "maf": MAF,
+    "realnvp": RealNVP,
+    "crqs": CouplingRQS,
+    "arqs": AutoregressiveRQS,
+}
 
 
 def build_flow(config: Mapping[str, Any]) -> Flow:

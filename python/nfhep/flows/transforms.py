@@ -89,7 +89,9 @@ class Transformer:
         if self.kind == "affine":
             c = self.log_scale_clamp
             s = c * torch.tanh(params[..., 0] / c)
-            return bijectors.affine(x, torch.stack([s, params[..., 1]], dim=-1), inverse=inverse, backend=backend)
+            return bijectors.affine(
+                x, torch.stack([s, params[..., 1]], dim=-1), inverse=inverse, backend=backend
+            )
         return bijectors.rqs(
             x,
             params,
