@@ -65,14 +65,16 @@ def test_cli_json_weights_selection(files, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["{a}:nope", "{b}:events", "--features", "px"], "no tree 'nope'"),
-        (["{a}:events", "{b}:events", "--features", "pz"], "no branch 'pz'"),
+        (["{a}:nope", "{b}:events", "--features", "px"], "tree 'nope' not found"),
+        (["{a}:events", "{b}:events", "--features", "pz"], "branch 'pz' in tree 'events'"),
         (["{a}:jag", "{b}:jag", "--features", "v"], "jagged"),
-        (["{a}", "{b}:events", "--features", "px"], "FILE.root:TREE"),
+        (["{a}", "{b}:events", "--features", "px"], "has 2 trees (events, jag)"),
+        (["{a}:events", "{b}:events", "--features", "px", "--max-events", "0"], "--max-events must be"),
         (["/does/not/exist.root:events", "{b}:events", "--features", "px"], "does not exist"),
     ],
 )
 def test_cli_errors(files, args, message, capsys):
+    """Bad inputs: exit code 1 and a message naming the file, tree or branch (read by nfhep.io)."""
     argv = ["compare"] + [a.format(a=files["a"], b=files["b"]) for a in args] + ["--no-c2st"]
     assert main(argv) == 1
     assert message in capsys.readouterr().err
@@ -98,3 +100,14 @@ def test_cli_on_real_root_tutorial_file(tmp_path):
     d = json.loads(rep.read_text())
     assert d["summary"]["swd"]["mean"] == 0.0  # identical samples
     assert d["summary"]["ks_pvalue"]["median"] == 1.0
+
+
+def test_cli_max_events_uses_the_first_selected_events(files, tmp_path):
+    rep = tmp_path / "r.json"
+    rc = main([
+        "compare", f"{files['a']}:events", f"{files['b']}:events", "--features", "px", "py",
+        "--selection", "py > 0", "--max-events", "300", "--report", str(rep), "--no-c2st", "--n-iter", "2",
+    ])  # fmt: skip
+    assert rc == 0
+    d = json.loads(rep.read_text())
+    assert d["n_x"] == 300 and d["n_y"] == 300

@@ -25,3 +25,11 @@ def test_stub_matches_module():
     assert public <= bij, f"missing from the stub: {public - bij}"
     cpu_only = {n for n in bij if not n.startswith("cuda_")} | {"cuda_available"}
     assert cpu_only <= public | {"cuda_available"}
+
+
+def test_metrics_stub_matches_module():
+    tree = ast.parse(STUB.read_text())
+    met = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "metrics")
+    stubbed = {n.name for n in met.body if isinstance(n, ast.FunctionDef)}
+    public = {n for n in dir(nfhep._core.metrics) if not n.startswith("__")}
+    assert public == stubbed, f"stub and module differ: {public ^ stubbed}"

@@ -36,7 +36,7 @@ __all__ = [
     "FormatError",
 ]
 
-_SUBMODULES = {"bijectors", "flows", "metrics", "io", "train", "cli", "models", "model", "modelfile"}
+_SUBMODULES = {"bijectors", "flows", "metrics", "io", "train", "cli", "model", "modelfile", "preprocessing"}
 # nfhep.load / nfhep.save / nfhep.FormatError: the model file (nfhep.modelfile), imported on first use
 _MODELFILE = {"load", "save", "FormatError"}
 

@@ -3,7 +3,6 @@
 Submodules are modelled as classes of static methods (a single-file stub cannot declare a submodule).
 """
 
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -108,4 +107,47 @@ class bijectors:
         grad_params: int, *, dtype: str, inverse: bool = False, stream: int = 0,
     ) -> None: ...  # fmt: skip
 
-metrics: ModuleType
+class metrics:
+    """Two-sample metrics (statistics in C++; p-values and summaries in nfhep.metrics)."""
+
+    @staticmethod
+    def ks_statistics(
+        x: _Array,
+        y: _Array,
+        *,
+        weights_x: _Array | None = None,
+        weights_y: _Array | None = None,
+        check_finite: bool = True,
+        device: str = "cpu",
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...  # (d_plus, d_minus) per dimension
+    @staticmethod
+    def wasserstein_per_dim(
+        x: _Array,
+        y: _Array,
+        *,
+        weights_x: _Array | None = None,
+        weights_y: _Array | None = None,
+        check_finite: bool = True,
+    ) -> npt.NDArray[np.float64]: ...
+    @staticmethod
+    def sliced_wasserstein(
+        x: _Array,
+        y: _Array,
+        directions: npt.NDArray[np.float64],
+        *,
+        weights_x: _Array | None = None,
+        weights_y: _Array | None = None,
+        check_finite: bool = True,
+        device: str = "cpu",
+        block_bytes: int = 0,
+    ) -> npt.NDArray[np.float64]: ...  # W1 per direction
+    @staticmethod
+    def project(x: _Array, directions: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+    @staticmethod
+    def hpdi(
+        x: _Array, probs: npt.NDArray[np.float64], *, weights: _Array | None = None, check_finite: bool = True
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]: ...  # (lo, hi), each (n_probs, D)
+    @staticmethod
+    def radix_sort(a: _Array) -> _Array: ...
+    @staticmethod
+    def cuda_compiled() -> bool: ...

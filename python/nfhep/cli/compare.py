@@ -22,15 +22,25 @@ __all__: list[str] = []
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("reference", metavar="A.root:tree", help="reference sample (x)")
-    p.add_argument("test", metavar="B.root:tree", help="sample under test (y)")
+    p.add_argument(
+        "reference", metavar="A.root[:tree]",
+        help="reference sample (x); the tree may be omitted when the file holds exactly one",
+    )  # fmt: skip
+    p.add_argument("test", metavar="B.root[:tree]", help="sample under test (y)")
     p.add_argument("--features", nargs="+", required=True, help="branches to compare")
     p.add_argument(
         "--weights", nargs="+", metavar="BRANCH", default=None,
         help="weight branch (one name for both inputs, or two: reference then test)",
     )  # fmt: skip
-    p.add_argument("--selection", default=None, help="cut applied to both inputs (uproot expression)")
-    p.add_argument("--max-events", type=int, default=None, help="read at most this many events per input")
+    p.add_argument(
+        "--selection",
+        default=None,
+        help='cut applied to both inputs, ROOT or uproot style (e.g. "px > 0 && abs(py) < 2")',
+    )
+    p.add_argument(
+        "--max-events", type=int, default=None,
+        help="use the first N selected events of each input (after the selection)",
+    )  # fmt: skip
     p.add_argument("--n-iter", type=int, default=10, help="number of batches (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the SWD directions and the C2ST")
     p.add_argument("--no-c2st", action="store_true", help="skip the classifier two-sample test")
@@ -43,8 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nfhep.io import read_features
     from nfhep.metrics import compare
-    from nfhep.metrics._read import read_tree
 
     wa = wb = None
     if args.weights:
@@ -59,12 +69,14 @@ def run(args: argparse.Namespace) -> int:
             if len(parts) != 2:
                 raise ValueError(f"--pairs entries must be A,B, got {s!r}")
             pairs.append((parts[0], parts[1]))
-    x, w_x = read_tree(
-        args.reference, args.features, weight=wa, selection=args.selection, max_events=args.max_events
-    )
-    y, w_y = read_tree(
-        args.test, args.features, weight=wb, selection=args.selection, max_events=args.max_events
-    )
+    if args.max_events is not None and args.max_events <= 0:
+        raise ValueError(f"--max-events must be a positive number of events, got {args.max_events}")
+    samples = []
+    for spec, w in ((args.reference, wa), (args.test, wb)):
+        s = read_features(spec, args.features, weights=w, selection=args.selection, hash_files=False)
+        stop = args.max_events
+        samples.append((s.x[:stop], None if s.weights is None else s.weights[:stop]))
+    (x, w_x), (y, w_y) = samples
     rep = compare(
         x, y, features=args.features, weights_x=w_x, weights_y=w_y, n_iter=args.n_iter, seed=args.seed,
         run_c2st=not args.no_c2st,
