@@ -90,7 +90,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", type=int, default=20_000, help="training events [20000]")
     p.add_argument("--test-events", type=int, default=None, help="test events [events/4]")
     p.add_argument("--dims", type=int, default=4, help="dimensions of the synthetic density [4]")
-    p.add_argument("--epochs", type=int, default=30, help="maximum training epochs [30]")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=100,
+        help="maximum training epochs (early stopping may end sooner) [100]",
+    )
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience [10]")
     p.add_argument(
         "--flow", choices=("maf", "realnvp", "crqs", "arqs"), default="arqs", help="flow family [arqs]"
