@@ -388,21 +388,11 @@ void check_directions(const double* directions, std::size_t n_dir, std::size_t d
                                   std::to_string(i / dim) + ", dimension " + std::to_string(i % dim));
 }
 
-// The projection kernel is dispatched at most to AVX2: measured on the development Xeon (GCC 12), the
-// AVX-512 build of this register-blocked kernel ran ~10x slower than the AVX2 one (1e6 x 28 and
-// 2e5 x 100 inputs). All levels give bitwise-identical results, so this only affects speed.
-#if defined(NFHEP_HAVE_ISA_AVX2)
-#define NFHEP_PROJECT_DISPATCH(fn, ...)                                   \
-  switch (::nfhep::active_isa()) {                                        \
-    case ::nfhep::Isa::avx512:                                            \
-    case ::nfhep::Isa::avx2:                                              \
-      return ::nfhep::detail::isa_avx2::fn(__VA_ARGS__);                  \
-    default:                                                              \
-      return ::nfhep::detail::isa_generic::fn(__VA_ARGS__);               \
-  }
-#else
-#define NFHEP_PROJECT_DISPATCH(fn, ...) return ::nfhep::detail::isa_generic::fn(__VA_ARGS__);
-#endif
+// The projection kernel is dispatched like the other per-ISA kernels. (Its AVX-512 build used to run
+// ~15x slower than AVX2 -- GCC turned the scalar lane loops into permute-heavy code at
+// -mprefer-vector-width=512 --; the kernel is now written with explicit native vectors, see
+// cpp/src/isa/metrics_isa.cpp.) All levels give bitwise-identical results.
+#define NFHEP_PROJECT_DISPATCH(fn, ...) NFHEP_DISPATCH(fn, __VA_ARGS__)
 
 template <class T>
 void project_keys(const Sample<T>& x, const double* dirs, std::size_t n_dir, std::uint64_t* out, std::size_t ld) {
