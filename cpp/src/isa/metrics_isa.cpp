@@ -3,7 +3,7 @@
 //
 // Cache blocking: a block of kRows rows is transposed into a dim x kRows double tile (fits L1/L2); then
 // register blocking: 4 directions x 8 rows of accumulators stay in registers while d runs over the tile
-// (one load of the tile feeds 4 multiply-adds; the 8-row loops vectorise). The sum
+// (one load of the tile feeds 4 multiply-adds; the 8 rows are explicit native vectors, below). The sum
 // over d runs in the fixed order 0..dim-1 in double, with no FMA contraction (-ffp-contract=off): every
 // ISA level and every thread count gives the same bits.
 #include <cstddef>
