@@ -120,13 +120,21 @@ constexpr std::size_t kColumnBlock = 8;  // columns gathered per pass over the r
 template <class T, class K, class Body>
 void for_each_sorted_column_pair(const metrics::Sample<T>& x, const metrics::Sample<T>& y, Body&& body) {
   const std::size_t D = x.dim;
-  const std::size_t n_blocks = (D + kColumnBlock - 1) / kColumnBlock;
+  // Block width <= kColumnBlock, chosen so the number of blocks is a multiple of the thread count where
+  // that costs nothing (D = 28 on 2 threads: 4 blocks of 7 columns, not 8+8+8+4, which left one thread
+  // with 16 columns and the other with 12). Each column's result depends only on that column, so the
+  // blocking (and the thread count) does not change any bit of the output.
+  const std::size_t n_threads = static_cast<std::size_t>(std::max(1, get_num_threads()));
+  std::size_t n_blocks = (D + kColumnBlock - 1) / kColumnBlock;
+  n_blocks = (n_blocks + n_threads - 1) / n_threads * n_threads;
+  const std::size_t width = std::max<std::size_t>(1, (D + n_blocks - 1) / n_blocks);
+  n_blocks = (D + width - 1) / width;
   WorkPool<K> pool;
   parallel_for(n_blocks, 1, [&](std::size_t b0, std::size_t b1) {
     auto wk = pool.take();
     for (std::size_t blk = b0; blk < b1; ++blk) {
-      const std::size_t d0 = blk * kColumnBlock;
-      const std::size_t nb = std::min(kColumnBlock, D - d0);
+      const std::size_t d0 = blk * width;
+      const std::size_t nb = std::min(width, D - d0);
       auto gather = [&](const metrics::Sample<T>& s, std::vector<K>& g) {
         if (g.size() < nb * s.n) g.resize(nb * s.n);
         K* gd = g.data();
