@@ -144,10 +144,11 @@ NFHEP_MATH RqsBinGrad<T> rqs_bin_vjp(T theta, T h, T s, T d0, T d1, T gy, T gl) 
 // Block stages over L lanes (parameter k of lane l at prm[k*L + l]).
 // ---------------------------------------------------------------------------------------------------
 
-/// Stable softmax numerators of K logits: e[k*L+l] = exp(logit_k - max_k logit), S[l] = sum_k e.
+/// Stable softmax numerators of K logits: e[k*L+l] = exp(logit_k - max_k logit), R[l] = 1 / sum_k e
+/// (one division per lane; the probabilities are e * R everywhere, on every SIMD level and on CUDA).
 template <class T, int L>
-NFHEP_MATH void rqs_softmax_prep(int K, const T* logits, T* e, T* S) {
-  T mx[L];
+NFHEP_MATH void rqs_softmax_prep(int K, const T* logits, T* e, T* R) {
+  T mx[L], S[L];
   NFHEP_LANES for (int l = 0; l < L; ++l) mx[l] = logits[l];
   for (int k = 1; k < K; ++k)
     NFHEP_LANES for (int l = 0; l < L; ++l) {
@@ -161,59 +162,76 @@ NFHEP_MATH void rqs_softmax_prep(int K, const T* logits, T* e, T* S) {
       e[k * L + l] = v;
       S[l] = S[l] + v;
     }
+  NFHEP_LANES for (int l = 0; l < L; ++l) R[l] = T(1) / S[l];
 }
 
-/// Knot scan (the cumulative sum is compensated, Kahan, so that float32 knots are accurate to ~1 ulp
-/// for any K). With search = true: finds the bin of v (count of left knots <= v, minus 1) and its knots.
-/// With search = false: returns the knots of the given bin. Knots X_j = 2B cumsum(W)_j - B, with the
-/// first exactly -B and the last exactly +B; W_k = min + (1 - min K) e_k / S.
-template <class T, int L, bool Search>
-NFHEP_MATH void rqs_knots(int K, T bound, T minb, const T* e, const T* S, const T* v, T* bin, T* left, T* right) {
+/// Knot scan of both axes at once (the cumulative sums are compensated, Kahan, so that float32 knots
+/// are accurate to ~1 ulp for any K). Finds the bin of v on the searched axis (x for the forward, y for
+/// the inverse: count of left knots <= v, minus 1) and returns the knots of that bin on both axes and the
+/// interior-derivative logits at its two ends, u0 = u_{b-1}, u1 = u_b (0 where absent).
+/// Knots X_j = 2B cumsum(W)_j - B, the first exactly -B and the last exactly +B; W_k = min + (1 - min K) p_k.
+template <class T, int L, bool Inverse>
+NFHEP_MATH void rqs_locate(const RqsConfig<T>& cfg, const T* ew, const T* rw, const T* eh, const T* rh, const T* u,
+                           const T* v, T* bin, T* xl, T* xr, T* yl, T* yr, T* u0, T* u1) {
+  const int K = cfg.K;
+  const T bound = cfg.bound;
   const T lo = -bound;
   const T span = bound - lo;  // 2B
-  const T scale = T(1) - minb * T(K);
-  T cw[L], cc[L];  // running sum of the sizes and its Kahan compensation (float32 keeps ~1 ulp knots)
-  T kl[L];
+  const T minw = cfg.min_w;
+  const T minh = cfg.min_h;
+  const T scw = T(1) - minw * T(K);
+  const T sch = T(1) - minh * T(K);
+  T cw[L], ccw[L], ch[L], cch[L];  // running sums of the sizes and their Kahan compensations
+  T kxl[L], kyl[L];
   NFHEP_LANES for (int l = 0; l < L; ++l) {
     cw[l] = T(0);
-    cc[l] = T(0);
-    kl[l] = lo;
-    if (Search) bin[l] = T(0);
-    left[l] = lo;
-    right[l] = bound;
+    ccw[l] = T(0);
+    ch[l] = T(0);
+    cch[l] = T(0);
+    kxl[l] = lo;
+    kyl[l] = lo;
+    bin[l] = T(0);
+    xl[l] = lo;
+    xr[l] = bound;
+    yl[l] = lo;
+    yr[l] = bound;
+    u0[l] = T(0);
+    u1[l] = T(0);
   }
   for (int k = 0; k < K; ++k) {
     const bool last = (k + 1 == K);
     const T kt = T(k);
+    const bool has_prev = k > 0;                  // u_{k-1}: left derivative logit of bin k
+    const int kp = has_prev ? k - 1 : 0;          // (indices clamped: the loads are unconditional,
+    const int kc = last ? K - 2 : k;              // u_k: right derivative logit of bin k; absent ones
+                                                  // are selected to 0 below)
     NFHEP_LANES for (int l = 0; l < L; ++l) {
-      const T wk = minb + scale * (e[k * L + l] / S[l]);
-      const T yk = wk - cc[l];
-      const T t = cw[l] + yk;
-      cc[l] = (t - cw[l]) - yk;
-      cw[l] = t;
-      const T kr = last ? bound : span * cw[l] + lo;
-      const bool take = Search ? (kl[l] <= v[l]) : (kt == bin[l]);
-      if (Search) bin[l] = take ? kt : bin[l];
-      left[l] = take ? kl[l] : left[l];
-      right[l] = take ? kr : right[l];
-      kl[l] = kr;
-    }
-  }
-}
-
-/// Interior-derivative logits at the two ends of each lane's bin: u0 = u_{b-1}, u1 = u_b (0 if absent).
-template <class T, int L>
-NFHEP_MATH void rqs_deriv_logits(int K, const T* u, const T* bin, T* u0, T* u1) {
-  NFHEP_LANES for (int l = 0; l < L; ++l) {
-    u0[l] = T(0);
-    u1[l] = T(0);
-  }
-  for (int k = 0; k + 1 < K; ++k) {
-    const T kt = T(k);
-    NFHEP_LANES for (int l = 0; l < L; ++l) {
-      const T v = u[k * L + l];
-      u0[l] = (kt + T(1) == bin[l]) ? v : u0[l];
-      u1[l] = (kt == bin[l]) ? v : u1[l];
+      const T upa = u[kp * L + l];
+      const T uca = u[kc * L + l];
+      const T upl = has_prev ? upa : T(0);
+      const T ucl = last ? T(0) : uca;
+      const T wk = minw + scw * (ew[k * L + l] * rw[l]);
+      const T ywk = wk - ccw[l];
+      const T tw = cw[l] + ywk;
+      ccw[l] = (tw - cw[l]) - ywk;
+      cw[l] = tw;
+      const T hk = minh + sch * (eh[k * L + l] * rh[l]);
+      const T yhk = hk - cch[l];
+      const T th = ch[l] + yhk;
+      cch[l] = (th - ch[l]) - yhk;
+      ch[l] = th;
+      const T kxr = last ? bound : span * cw[l] + lo;
+      const T kyr = last ? bound : span * ch[l] + lo;
+      const bool take = (Inverse ? kyl[l] : kxl[l]) <= v[l];
+      bin[l] = take ? kt : bin[l];
+      xl[l] = take ? kxl[l] : xl[l];
+      xr[l] = take ? kxr : xr[l];
+      yl[l] = take ? kyl[l] : yl[l];
+      yr[l] = take ? kyr : yr[l];
+      u0[l] = take ? upl : u0[l];
+      u1[l] = take ? ucl : u1[l];
+      kxl[l] = kxr;
+      kyl[l] = kyr;
     }
   }
 }
@@ -238,14 +256,7 @@ NFHEP_MATH void rqs_block(const RqsConfig<T>& cfg, const T* in, const T* prm, T*
   }
   rqs_softmax_prep<T, L>(K, prm, ew, Sw);
   rqs_softmax_prep<T, L>(K, prm + K * L, eh, Sh);
-  if (!Inverse) {
-    rqs_knots<T, L, true>(K, B, cfg.min_w, ew, Sw, vs, bin, xl, xr);
-    rqs_knots<T, L, false>(K, B, cfg.min_h, eh, Sh, vs, bin, yl, yr);
-  } else {
-    rqs_knots<T, L, true>(K, B, cfg.min_h, eh, Sh, vs, bin, yl, yr);
-    rqs_knots<T, L, false>(K, B, cfg.min_w, ew, Sw, vs, bin, xl, xr);
-  }
-  rqs_deriv_logits<T, L>(K, prm + 2 * K * L, bin, u0, u1);
+  rqs_locate<T, L, Inverse>(cfg, ew, Sw, eh, Sh, prm + 2 * K * L, vs, bin, xl, xr, yl, yr, u0, u1);
   const T lastb = T(K - 1);
   NFHEP_LANES for (int l = 0; l < L; ++l) {
     const T sp0 = cfg.min_d + math::softplus(u0[l]);
@@ -291,14 +302,7 @@ NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm
   }
   rqs_softmax_prep<T, L>(K, prm, ew, Sw);
   rqs_softmax_prep<T, L>(K, prm + K * L, eh, Sh);
-  if (!Inverse) {
-    rqs_knots<T, L, true>(K, B, cfg.min_w, ew, Sw, vs, bin, xl, xr);
-    rqs_knots<T, L, false>(K, B, cfg.min_h, eh, Sh, vs, bin, yl, yr);
-  } else {
-    rqs_knots<T, L, true>(K, B, cfg.min_h, eh, Sh, vs, bin, yl, yr);
-    rqs_knots<T, L, false>(K, B, cfg.min_w, ew, Sw, vs, bin, xl, xr);
-  }
-  rqs_deriv_logits<T, L>(K, prm + 2 * K * L, bin, u0, u1);
+  rqs_locate<T, L, Inverse>(cfg, ew, Sw, eh, Sh, prm + 2 * K * L, vs, bin, xl, xr, yl, yr, u0, u1);
   const T lastb = T(K - 1);
   NFHEP_LANES for (int l = 0; l < L; ++l) {
     const bool first = bin[l] == T(0);
@@ -349,7 +353,7 @@ NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm
   const T span = B - (-B);
   for (int axis = 0; axis < 2; ++axis) {
     const T* e = axis == 0 ? ew : eh;
-    const T* S = axis == 0 ? Sw : Sh;
+    const T* S = axis == 0 ? Sw : Sh;  // reciprocal sums
     const T* ga = axis == 0 ? gXb : gYb;
     const T* gb = axis == 0 ? gXb1 : gYb1;
     const T scale = span * (T(1) - (axis == 0 ? cfg.min_w : cfg.min_h) * T(K));
@@ -359,7 +363,7 @@ NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm
     for (int k = 0; k < K; ++k) {
       const T kt = T(k);
       NFHEP_LANES for (int l = 0; l < L; ++l) {
-        const T p = e[k * L + l] / S[l];
+        const T p = e[k * L + l] * S[l];
         const T gp = scale * ((kt < bin[l] ? ga[l] : T(0)) + ((kt < bin[l] + T(1) && bin[l] < lastb) ? gb[l] : T(0)));
         dot[l] = dot[l] + p * gp;
         gout_axis[k * L + l] = gp;
@@ -367,7 +371,7 @@ NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm
     }
     for (int k = 0; k < K; ++k)
       NFHEP_LANES for (int l = 0; l < L; ++l) {
-        const T p = e[k * L + l] / S[l];
+        const T p = e[k * L + l] * S[l];
         const T v = p * (gout_axis[k * L + l] - dot[l]);
         gout_axis[k * L + l] = inside[l] != T(0) ? v : T(0);
       }
