@@ -163,7 +163,7 @@ NFHEP_MATH void rqs_softmax_prep(int K, const T* logits, T* e, T* R) {
   NFHEP_LANES for (int l = 0; l < L; ++l) S[l] = T(0);
   for (int k = 0; k < K; ++k)
     NFHEP_LANES for (int l = 0; l < L; ++l) {
-      const T v = math::exp(logits[k * L + l] - mx[l]);
+      const T v = math::exp_nonpos(logits[k * L + l] - mx[l]);
       e[k * L + l] = v;
       S[l] = S[l] + v;
     }
