@@ -57,7 +57,7 @@ NFHEP_MATH void rqs_bin_forward(T theta, T yl, T h, T s, T d0, T d1, T& y, T& la
   const T den = s + ((d0 + d1) - T(2) * s) * tomt;
   y = yl + num / den;
   const T dnum = (s * s) * ((d1 * (theta * theta) + T(2) * s * tomt) + d0 * (omt * omt));
-  lad = math::log(dnum) - T(2) * math::log(den);
+  lad = math::log(dnum / (den * den));  // log(s^2 M) - 2 log(Dn) with one log
 }
 
 /// Inverse map inside a bin: theta in [0, 1] for y (stable root, clamped discriminant and theta).
@@ -101,9 +101,10 @@ NFHEP_MATH void rqs_bin_partials(T theta, T h, T s, T d0, T d1, T& dy_dtheta, T&
   const T den = s + sd * tomt;
   const T M = (d1 * (theta * theta) + T(2) * s * tomt) + d0 * (omt * omt);
   const T one_m2t = T(1) - T(2) * theta;
-  dy_dtheta = (h * s) * M / (den * den);
+  const T rden = T(1) / den;
+  dy_dtheta = (h * s) * M * (rden * rden);
   const T M_t = (T(2) * d1 * theta + T(2) * s * one_m2t) - T(2) * d0 * omt;
-  dlad_dtheta = M_t / M - T(2) * (sd * one_m2t) / den;
+  dlad_dtheta = M_t / M - T(2) * (sd * one_m2t) * rden;
 }
 
 template <class T>
@@ -118,20 +119,24 @@ NFHEP_MATH RqsBinGrad<T> rqs_bin_vjp(T theta, T h, T s, T d0, T d1, T gy, T gl) 
   const T M = (d1 * th2 + T(2) * s * tomt) + d0 * omt2;
   const T one_m2t = T(1) - T(2) * theta;
   const T one_m2tomt = T(1) - T(2) * tomt;
-  const T den2 = den * den;
+  // Two reciprocals instead of eleven divisions (the same operation sequence on every SIMD level).
+  const T rden = T(1) / den;
+  const T rden2 = rden * rden;
+  const T rM = T(1) / M;
   RqsBinGrad<T> g;
   // y = Y_b + h N / Dn
-  const T dy_dt = (h * s) * M / den2;
-  const T dy_ds = h * (th2 * den - N * one_m2tomt) / den2;
-  const T dy_dh = N / den;
-  const T dy_dd0 = h * tomt * (den - N) / den2;
-  const T dy_dd1 = -(h * tomt * N) / den2;
+  const T dy_dt = (h * s) * M * rden2;
+  const T dy_ds = h * (th2 * den - N * one_m2tomt) * rden2;
+  const T dy_dh = N * rden;
+  const T dy_dd0 = h * tomt * (den - N) * rden2;
+  const T dy_dd1 = -(h * tomt * N) * rden2;
   // lad = log(s^2 M) - 2 log Dn
   const T M_t = (T(2) * d1 * theta + T(2) * s * one_m2t) - T(2) * d0 * omt;
-  const T dl_dt = M_t / M - T(2) * (sd * one_m2t) / den;
-  const T dl_ds = (T(2) / s + T(2) * tomt / M) - T(2) * one_m2tomt / den;
-  const T dl_dd0 = omt2 / M - T(2) * tomt / den;
-  const T dl_dd1 = th2 / M - T(2) * tomt / den;
+  const T tomt_rden = T(2) * tomt * rden;
+  const T dl_dt = M_t * rM - T(2) * (sd * one_m2t) * rden;
+  const T dl_ds = (T(2) / s + T(2) * tomt * rM) - T(2) * one_m2tomt * rden;
+  const T dl_dd0 = omt2 * rM - tomt_rden;
+  const T dl_dd1 = th2 * rM - tomt_rden;
   g.g_theta = gy * dy_dt + gl * dl_dt;
   g.g_s = gy * dy_ds + gl * dl_ds;
   g.g_h = gy * dy_dh;
@@ -144,10 +149,11 @@ NFHEP_MATH RqsBinGrad<T> rqs_bin_vjp(T theta, T h, T s, T d0, T d1, T gy, T gl) 
 // Block stages over L lanes (parameter k of lane l at prm[k*L + l]).
 // ---------------------------------------------------------------------------------------------------
 
-/// Stable softmax numerators of K logits: e[k*L+l] = exp(logit_k - max_k logit), S[l] = sum_k e.
+/// Stable softmax numerators of K logits: e[k*L+l] = exp(logit_k - max_k logit), R[l] = 1 / sum_k e
+/// (one division per lane; the probabilities are e * R everywhere, on every SIMD level and on CUDA).
 template <class T, int L>
-NFHEP_MATH void rqs_softmax_prep(int K, const T* logits, T* e, T* S) {
-  T mx[L];
+NFHEP_MATH void rqs_softmax_prep(int K, const T* logits, T* e, T* R) {
+  T mx[L], S[L];
   NFHEP_LANES for (int l = 0; l < L; ++l) mx[l] = logits[l];
   for (int k = 1; k < K; ++k)
     NFHEP_LANES for (int l = 0; l < L; ++l) {
@@ -157,63 +163,80 @@ NFHEP_MATH void rqs_softmax_prep(int K, const T* logits, T* e, T* S) {
   NFHEP_LANES for (int l = 0; l < L; ++l) S[l] = T(0);
   for (int k = 0; k < K; ++k)
     NFHEP_LANES for (int l = 0; l < L; ++l) {
-      const T v = math::exp(logits[k * L + l] - mx[l]);
+      const T v = math::exp_nonpos(logits[k * L + l] - mx[l]);
       e[k * L + l] = v;
       S[l] = S[l] + v;
     }
+  NFHEP_LANES for (int l = 0; l < L; ++l) R[l] = T(1) / S[l];
 }
 
-/// Knot scan (the cumulative sum is compensated, Kahan, so that float32 knots are accurate to ~1 ulp
-/// for any K). With search = true: finds the bin of v (count of left knots <= v, minus 1) and its knots.
-/// With search = false: returns the knots of the given bin. Knots X_j = 2B cumsum(W)_j - B, with the
-/// first exactly -B and the last exactly +B; W_k = min + (1 - min K) e_k / S.
-template <class T, int L, bool Search>
-NFHEP_MATH void rqs_knots(int K, T bound, T minb, const T* e, const T* S, const T* v, T* bin, T* left, T* right) {
+/// Knot scan of both axes at once (the cumulative sums are compensated, Kahan, so that float32 knots
+/// are accurate to ~1 ulp for any K). Finds the bin of v on the searched axis (x for the forward, y for
+/// the inverse: count of left knots <= v, minus 1) and returns the knots of that bin on both axes and the
+/// interior-derivative logits at its two ends, u0 = u_{b-1}, u1 = u_b (0 where absent).
+/// Knots X_j = 2B cumsum(W)_j - B, the first exactly -B and the last exactly +B; W_k = min + (1 - min K) p_k.
+template <class T, int L, bool Inverse>
+NFHEP_MATH void rqs_locate(const RqsConfig<T>& cfg, const T* ew, const T* rw, const T* eh, const T* rh, const T* u,
+                           const T* v, T* bin, T* xl, T* xr, T* yl, T* yr, T* u0, T* u1) {
+  const int K = cfg.K;
+  const T bound = cfg.bound;
   const T lo = -bound;
   const T span = bound - lo;  // 2B
-  const T scale = T(1) - minb * T(K);
-  T cw[L], cc[L];  // running sum of the sizes and its Kahan compensation (float32 keeps ~1 ulp knots)
-  T kl[L];
+  const T minw = cfg.min_w;
+  const T minh = cfg.min_h;
+  const T scw = T(1) - minw * T(K);
+  const T sch = T(1) - minh * T(K);
+  T cw[L], ccw[L], ch[L], cch[L];  // running sums of the sizes and their Kahan compensations
+  T kxl[L], kyl[L];
   NFHEP_LANES for (int l = 0; l < L; ++l) {
     cw[l] = T(0);
-    cc[l] = T(0);
-    kl[l] = lo;
-    if (Search) bin[l] = T(0);
-    left[l] = lo;
-    right[l] = bound;
+    ccw[l] = T(0);
+    ch[l] = T(0);
+    cch[l] = T(0);
+    kxl[l] = lo;
+    kyl[l] = lo;
+    bin[l] = T(0);
+    xl[l] = lo;
+    xr[l] = bound;
+    yl[l] = lo;
+    yr[l] = bound;
+    u0[l] = T(0);
+    u1[l] = T(0);
   }
   for (int k = 0; k < K; ++k) {
     const bool last = (k + 1 == K);
     const T kt = T(k);
+    const bool has_prev = k > 0;                  // u_{k-1}: left derivative logit of bin k
+    const int kp = has_prev ? k - 1 : 0;          // (indices clamped: the loads are unconditional,
+    const int kc = last ? K - 2 : k;              // u_k: right derivative logit of bin k; absent ones
+                                                  // are selected to 0 below)
     NFHEP_LANES for (int l = 0; l < L; ++l) {
-      const T wk = minb + scale * (e[k * L + l] / S[l]);
-      const T yk = wk - cc[l];
-      const T t = cw[l] + yk;
-      cc[l] = (t - cw[l]) - yk;
-      cw[l] = t;
-      const T kr = last ? bound : span * cw[l] + lo;
-      const bool take = Search ? (kl[l] <= v[l]) : (kt == bin[l]);
-      if (Search) bin[l] = take ? kt : bin[l];
-      left[l] = take ? kl[l] : left[l];
-      right[l] = take ? kr : right[l];
-      kl[l] = kr;
-    }
-  }
-}
-
-/// Interior-derivative logits at the two ends of each lane's bin: u0 = u_{b-1}, u1 = u_b (0 if absent).
-template <class T, int L>
-NFHEP_MATH void rqs_deriv_logits(int K, const T* u, const T* bin, T* u0, T* u1) {
-  NFHEP_LANES for (int l = 0; l < L; ++l) {
-    u0[l] = T(0);
-    u1[l] = T(0);
-  }
-  for (int k = 0; k + 1 < K; ++k) {
-    const T kt = T(k);
-    NFHEP_LANES for (int l = 0; l < L; ++l) {
-      const T v = u[k * L + l];
-      u0[l] = (kt + T(1) == bin[l]) ? v : u0[l];
-      u1[l] = (kt == bin[l]) ? v : u1[l];
+      const T upa = u[kp * L + l];
+      const T uca = u[kc * L + l];
+      const T upl = has_prev ? upa : T(0);
+      const T ucl = last ? T(0) : uca;
+      const T wk = minw + scw * (ew[k * L + l] * rw[l]);
+      const T ywk = wk - ccw[l];
+      const T tw = cw[l] + ywk;
+      ccw[l] = (tw - cw[l]) - ywk;
+      cw[l] = tw;
+      const T hk = minh + sch * (eh[k * L + l] * rh[l]);
+      const T yhk = hk - cch[l];
+      const T th = ch[l] + yhk;
+      cch[l] = (th - ch[l]) - yhk;
+      ch[l] = th;
+      const T kxr = last ? bound : span * cw[l] + lo;
+      const T kyr = last ? bound : span * ch[l] + lo;
+      const bool take = (Inverse ? kyl[l] : kxl[l]) <= v[l];
+      bin[l] = take ? kt : bin[l];
+      xl[l] = take ? kxl[l] : xl[l];
+      xr[l] = take ? kxr : xr[l];
+      yl[l] = take ? kyl[l] : yl[l];
+      yr[l] = take ? kyr : yr[l];
+      u0[l] = take ? upl : u0[l];
+      u1[l] = take ? ucl : u1[l];
+      kxl[l] = kxr;
+      kyl[l] = kyr;
     }
   }
 }
@@ -238,14 +261,7 @@ NFHEP_MATH void rqs_block(const RqsConfig<T>& cfg, const T* in, const T* prm, T*
   }
   rqs_softmax_prep<T, L>(K, prm, ew, Sw);
   rqs_softmax_prep<T, L>(K, prm + K * L, eh, Sh);
-  if (!Inverse) {
-    rqs_knots<T, L, true>(K, B, cfg.min_w, ew, Sw, vs, bin, xl, xr);
-    rqs_knots<T, L, false>(K, B, cfg.min_h, eh, Sh, vs, bin, yl, yr);
-  } else {
-    rqs_knots<T, L, true>(K, B, cfg.min_h, eh, Sh, vs, bin, yl, yr);
-    rqs_knots<T, L, false>(K, B, cfg.min_w, ew, Sw, vs, bin, xl, xr);
-  }
-  rqs_deriv_logits<T, L>(K, prm + 2 * K * L, bin, u0, u1);
+  rqs_locate<T, L, Inverse>(cfg, ew, Sw, eh, Sh, prm + 2 * K * L, vs, bin, xl, xr, yl, yr, u0, u1);
   const T lastb = T(K - 1);
   NFHEP_LANES for (int l = 0; l < L; ++l) {
     const T sp0 = cfg.min_d + math::softplus(u0[l]);
@@ -291,14 +307,7 @@ NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm
   }
   rqs_softmax_prep<T, L>(K, prm, ew, Sw);
   rqs_softmax_prep<T, L>(K, prm + K * L, eh, Sh);
-  if (!Inverse) {
-    rqs_knots<T, L, true>(K, B, cfg.min_w, ew, Sw, vs, bin, xl, xr);
-    rqs_knots<T, L, false>(K, B, cfg.min_h, eh, Sh, vs, bin, yl, yr);
-  } else {
-    rqs_knots<T, L, true>(K, B, cfg.min_h, eh, Sh, vs, bin, yl, yr);
-    rqs_knots<T, L, false>(K, B, cfg.min_w, ew, Sw, vs, bin, xl, xr);
-  }
-  rqs_deriv_logits<T, L>(K, prm + 2 * K * L, bin, u0, u1);
+  rqs_locate<T, L, Inverse>(cfg, ew, Sw, eh, Sh, prm + 2 * K * L, vs, bin, xl, xr, yl, yr, u0, u1);
   const T lastb = T(K - 1);
   NFHEP_LANES for (int l = 0; l < L; ++l) {
     const bool first = bin[l] == T(0);
@@ -330,11 +339,12 @@ NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm
       glf = -gl;
     }
     const RqsBinGrad<T> g = rqs_bin_vjp(theta, h, s, d0, d1, gy, glf);
-    if (!Inverse) g_in = g.g_theta / w;
+    const T rw = T(1) / w;
+    if (!Inverse) g_in = g.g_theta * rw;
     // theta = (x - X_b)/w, s = h/w, w = X_{b+1} - X_b, h = Y_{b+1} - Y_b.
-    const T g_xl = -(g.g_theta / w);
-    const T g_w = -((g.g_theta * theta) / w) - (g.g_s * s) / w;
-    const T g_h = g.g_h + g.g_s / w;
+    const T g_xl = -(g.g_theta * rw);
+    const T g_w = -((g.g_theta * theta) * rw) - (g.g_s * s) * rw;
+    const T g_h = g.g_h + g.g_s * rw;
     gXb[l] = g_xl - g_w;
     gXb1[l] = g_w;
     gYb[l] = gy - g_h;
@@ -349,7 +359,7 @@ NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm
   const T span = B - (-B);
   for (int axis = 0; axis < 2; ++axis) {
     const T* e = axis == 0 ? ew : eh;
-    const T* S = axis == 0 ? Sw : Sh;
+    const T* S = axis == 0 ? Sw : Sh;  // reciprocal sums
     const T* ga = axis == 0 ? gXb : gYb;
     const T* gb = axis == 0 ? gXb1 : gYb1;
     const T scale = span * (T(1) - (axis == 0 ? cfg.min_w : cfg.min_h) * T(K));
@@ -359,7 +369,7 @@ NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm
     for (int k = 0; k < K; ++k) {
       const T kt = T(k);
       NFHEP_LANES for (int l = 0; l < L; ++l) {
-        const T p = e[k * L + l] / S[l];
+        const T p = e[k * L + l] * S[l];
         const T gp = scale * ((kt < bin[l] ? ga[l] : T(0)) + ((kt < bin[l] + T(1) && bin[l] < lastb) ? gb[l] : T(0)));
         dot[l] = dot[l] + p * gp;
         gout_axis[k * L + l] = gp;
@@ -367,7 +377,7 @@ NFHEP_MATH void rqs_block_vjp(const RqsConfig<T>& cfg, const T* in, const T* prm
     }
     for (int k = 0; k < K; ++k)
       NFHEP_LANES for (int l = 0; l < L; ++l) {
-        const T p = e[k * L + l] / S[l];
+        const T p = e[k * L + l] * S[l];
         const T v = p * (gout_axis[k * L + l] - dot[l]);
         gout_axis[k * L + l] = inside[l] != T(0) ? v : T(0);
       }

@@ -202,6 +202,26 @@ NFHEP_MATH T exp(T x) {
 /// log(x), branch-free: x = 2^e m with m in [sqrt(1/2), sqrt(2)), f = m - 1 (exact),
 /// log(1+f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f/(2+f); subnormal x is rescaled by 2^54 (2^25) first.
 /// log(0) = -inf, log(x<0) = NaN, log(inf) = inf, log(NaN) = NaN.
+/// exp(x) for x <= 0 (softmax numerators, x = logit - max): the same reduction and polynomial as exp,
+/// but x is clamped below at -708 (double) / -87 (float) so that 2^n is a normal number and one scale
+/// suffices. Below the clamp the result is exp(clamp) (< 2e-38 in float) instead of a smaller value,
+/// which no softmax with a largest term of 1 can tell apart. NaN passes through.
+template <class T>
+NFHEP_MATH T exp_nonpos(T x) {
+  using C = detail::Consts<T>;
+  using U = typename C::U;
+  using S = std::conditional_t<sizeof(T) == 8, std::int64_t, std::int32_t>;
+  const T lo = sizeof(T) == 8 ? T(-708.0) : T(-87.0);
+  const T xc = x < lo ? lo : x;
+  const T kd = xc * C::log2e + C::shifter;
+  const S n = static_cast<S>(detail::bits(kd) - detail::bits(T(C::shifter)));
+  const T nd = kd - C::shifter;
+  const T r = (xc - nd * C::ln2_hi) - nd * C::ln2_lo;
+  const T p = T(1) + (r + detail::expm1_tail(r));
+  const T sc = detail::from_bits(static_cast<U>(static_cast<U>(n + static_cast<S>(C::bias)) << C::mant));
+  return p * sc;
+}
+
 template <class T>
 NFHEP_MATH T log(T x) {
   using C = detail::Consts<T>;
