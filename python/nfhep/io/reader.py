@@ -215,6 +215,30 @@ class _Plan:
         w = arrays[self.weights] if self.weights else None
         return x, c, w, ok
 
+    def scan(self, progress: bool, label: str):
+        """Read every chunk once, counting selected and bad (NaN/inf) rows per source file.
+
+        Yields ``(x, context, weights, ok)`` per chunk (``ok`` marks the finite rows). After the last
+        chunk raises :class:`BadValuesError` if rows were bad and ``drop_bad`` is off, then
+        :class:`EmptySelectionError` if no row is left.
+        """
+        bad: dict = {}
+        n_bad_rows = 0
+        for k in _progress(range(len(self.chunks)), progress, label):
+            arrays, i = self.read_chunk(k)
+            x, c, w, ok = self.assemble(arrays, i, bad)
+            src = self.sources[i]
+            src.n_selected += len(ok)
+            nb = int(len(ok) - np.count_nonzero(ok))
+            n_bad_rows += nb
+            if self.drop_bad:
+                src.n_dropped += nb
+            yield x, c, w, ok
+        if n_bad_rows and not self.drop_bad:
+            raise self.bad_error(bad, n_bad_rows)
+        if sum(s.n_selected - s.n_dropped for s in self.sources) == 0:
+            raise self.empty_error()
+
     def bad_error(self, bad: dict, n_bad_rows: int) -> BadValuesError:
         lines = [
             f"  file {p!r}, tree {t!r}, {self.role[b]} branch {b!r}: {c} entries are NaN or inf"
@@ -378,27 +402,16 @@ def read_features(
         hash_files=hash_files,
     )
     xs, cs, ws = [], [], []
-    bad: dict = {}
-    n_bad_rows = 0
-    for k in _progress(range(len(plan.chunks)), progress, "reading"):
-        arrays, i = plan.read_chunk(k)
-        x, c, w, ok = plan.assemble(arrays, i, bad)
-        src = plan.sources[i]
-        src.n_selected += len(x)
-        nb = int(len(ok) - np.count_nonzero(ok))
-        n_bad_rows += nb
+    any_bad = False
+    for x, c, w, ok in plan.scan(progress, "reading"):
         if plan.drop_bad:
-            src.n_dropped += nb
             x, c, w = _filter(x, c, w, ok)
-        elif n_bad_rows:
+        elif any_bad or not ok.all():
+            any_bad = True
             continue  # keep scanning to report the full count, but stop collecting
         xs.append(x)
         cs.append(c)
         ws.append(w)
-    if n_bad_rows and not plan.drop_bad:
-        raise plan.bad_error(bad, n_bad_rows)
-    if not xs or sum(len(a) for a in xs) == 0:
-        raise plan.empty_error()
     return Sample(
         x=np.concatenate(xs, axis=0),
         context=np.concatenate(cs, axis=0) if plan.context else None,
@@ -452,22 +465,9 @@ class RootSource:
             step_size=step_size,
             hash_files=hash_files,
         )
-        bad: dict = {}
-        n_bad_rows = 0
-        for k in _progress(range(len(self._plan.chunks)), progress, "scanning"):
-            arrays, i = self._plan.read_chunk(k)
-            _, _, _, ok = self._plan.assemble(arrays, i, bad)
-            src = self._plan.sources[i]
-            src.n_selected += len(ok)
-            nb = int(len(ok) - np.count_nonzero(ok))
-            n_bad_rows += nb
-            if self._plan.drop_bad:
-                src.n_dropped += nb
-        if n_bad_rows and not self._plan.drop_bad:
-            raise self._plan.bad_error(bad, n_bad_rows)
+        for _ in self._plan.scan(progress, "scanning"):
+            pass
         self._n = sum(s.n_selected - s.n_dropped for s in self._plan.sources)
-        if self._n == 0:
-            raise self._plan.empty_error()
 
     @property
     def n_entries(self) -> int:
