@@ -185,22 +185,7 @@ void affine_backward(std::uintptr_t in, std::uintptr_t params, std::uintptr_t go
   detail::cuda_check("cuda_affine_backward");
 }
 
-#define NFHEP_CUDA_INSTANTIATE(T)                                                                              \
-  template NFHEP_API void rqs_forward<T>(std::uintptr_t, std::uintptr_t, std::size_t, int, const RqsOptions&,   \
-                                         std::uintptr_t, std::uintptr_t, std::uintptr_t);                       \
-  template NFHEP_API void rqs_inverse<T>(std::uintptr_t, std::uintptr_t, std::size_t, int, const RqsOptions&,   \
-                                         std::uintptr_t, std::uintptr_t, std::uintptr_t);                       \
-  template NFHEP_API void rqs_backward<T>(std::uintptr_t, std::uintptr_t, std::uintptr_t, std::uintptr_t,       \
-                                          std::size_t, int, const RqsOptions&, bool, std::uintptr_t,            \
-                                          std::uintptr_t, std::uintptr_t);                                      \
-  template NFHEP_API void affine_forward<T>(std::uintptr_t, std::uintptr_t, std::size_t, std::uintptr_t,        \
-                                            std::uintptr_t, std::uintptr_t);                                    \
-  template NFHEP_API void affine_inverse<T>(std::uintptr_t, std::uintptr_t, std::size_t, std::uintptr_t,        \
-                                            std::uintptr_t, std::uintptr_t);                                    \
-  template NFHEP_API void affine_backward<T>(std::uintptr_t, std::uintptr_t, std::uintptr_t, std::uintptr_t,    \
-                                             std::size_t, bool, std::uintptr_t, std::uintptr_t, std::uintptr_t);
-
-NFHEP_CUDA_INSTANTIATE(float)
-NFHEP_CUDA_INSTANTIATE(double)
+NFHEP_CUDA_BIJECTORS_INSTANTIATE(float)
+NFHEP_CUDA_BIJECTORS_INSTANTIATE(double)
 
 }  // namespace nfhep::cuda

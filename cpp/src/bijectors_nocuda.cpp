@@ -47,23 +47,8 @@ void affine_backward(std::uintptr_t, std::uintptr_t, std::uintptr_t, std::uintpt
   no_cuda("cuda_affine_backward");
 }
 
-#define NFHEP_NOCUDA_INSTANTIATE(T)                                                                            \
-  template NFHEP_API void rqs_forward<T>(std::uintptr_t, std::uintptr_t, std::size_t, int, const RqsOptions&,   \
-                                         std::uintptr_t, std::uintptr_t, std::uintptr_t);                       \
-  template NFHEP_API void rqs_inverse<T>(std::uintptr_t, std::uintptr_t, std::size_t, int, const RqsOptions&,   \
-                                         std::uintptr_t, std::uintptr_t, std::uintptr_t);                       \
-  template NFHEP_API void rqs_backward<T>(std::uintptr_t, std::uintptr_t, std::uintptr_t, std::uintptr_t,       \
-                                          std::size_t, int, const RqsOptions&, bool, std::uintptr_t,            \
-                                          std::uintptr_t, std::uintptr_t);                                      \
-  template NFHEP_API void affine_forward<T>(std::uintptr_t, std::uintptr_t, std::size_t, std::uintptr_t,        \
-                                            std::uintptr_t, std::uintptr_t);                                    \
-  template NFHEP_API void affine_inverse<T>(std::uintptr_t, std::uintptr_t, std::size_t, std::uintptr_t,        \
-                                            std::uintptr_t, std::uintptr_t);                                    \
-  template NFHEP_API void affine_backward<T>(std::uintptr_t, std::uintptr_t, std::uintptr_t, std::uintptr_t,    \
-                                             std::size_t, bool, std::uintptr_t, std::uintptr_t, std::uintptr_t);
-
-NFHEP_NOCUDA_INSTANTIATE(float)
-NFHEP_NOCUDA_INSTANTIATE(double)
+NFHEP_CUDA_BIJECTORS_INSTANTIATE(float)
+NFHEP_CUDA_BIJECTORS_INSTANTIATE(double)
 
 }  // namespace nfhep::cuda
 #endif

@@ -48,4 +48,21 @@ NFHEP_API void affine_backward(std::uintptr_t inputs, std::uintptr_t params, std
                                std::uintptr_t grad_logabsdet, std::size_t n, bool inverse,
                                std::uintptr_t grad_inputs, std::uintptr_t grad_params, std::uintptr_t stream);
 
+// Explicit instantiations for one element type: used by the CUDA build (cpp/cuda/bijectors.cu) and by the
+// CPU-only build's throwing versions (cpp/src/bijectors_nocuda.cpp), so both export the same symbols.
+#define NFHEP_CUDA_BIJECTORS_INSTANTIATE(T)                                                                    \
+  template NFHEP_API void rqs_forward<T>(std::uintptr_t, std::uintptr_t, std::size_t, int, const RqsOptions&,   \
+                                         std::uintptr_t, std::uintptr_t, std::uintptr_t);                       \
+  template NFHEP_API void rqs_inverse<T>(std::uintptr_t, std::uintptr_t, std::size_t, int, const RqsOptions&,   \
+                                         std::uintptr_t, std::uintptr_t, std::uintptr_t);                       \
+  template NFHEP_API void rqs_backward<T>(std::uintptr_t, std::uintptr_t, std::uintptr_t, std::uintptr_t,       \
+                                          std::size_t, int, const RqsOptions&, bool, std::uintptr_t,            \
+                                          std::uintptr_t, std::uintptr_t);                                      \
+  template NFHEP_API void affine_forward<T>(std::uintptr_t, std::uintptr_t, std::size_t, std::uintptr_t,        \
+                                            std::uintptr_t, std::uintptr_t);                                    \
+  template NFHEP_API void affine_inverse<T>(std::uintptr_t, std::uintptr_t, std::size_t, std::uintptr_t,        \
+                                            std::uintptr_t, std::uintptr_t);                                    \
+  template NFHEP_API void affine_backward<T>(std::uintptr_t, std::uintptr_t, std::uintptr_t, std::uintptr_t,    \
+                                             std::size_t, bool, std::uintptr_t, std::uintptr_t, std::uintptr_t);
+
 }  // namespace nfhep::cuda
