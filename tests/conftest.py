@@ -50,3 +50,26 @@ def require_executable(name: str) -> str:
 @pytest.fixture(scope="session")
 def in_ci() -> bool:
     return IN_CI
+
+
+def _simd_levels() -> list[str]:
+    try:
+        import nfhep
+
+        return list(nfhep._core.build_info()["simd_available"])
+    except Exception:  # _core missing: the tests that need it fail with the import's own message
+        return ["generic"]
+
+
+@pytest.fixture(scope="module", params=_simd_levels())
+def every_simd_level(request):
+    """Run a whole test module once per SIMD level this CPU supports (generic, avx2, avx512).
+
+    The levels are not bitwise identical to each other (the AVX2/AVX-512 builds contract a*b+c into FMA,
+    the generic build cannot), so each one is checked against the independent reference on its own.
+    """
+    import nfhep
+
+    nfhep._core.set_simd(request.param)
+    yield request.param
+    nfhep._core.set_simd("")

@@ -11,6 +11,9 @@ import pytest
 import nfhep
 import reference as R
 
+# Every test here runs once per SIMD level (generic, avx2, avx512), each against the reference.
+pytestmark = pytest.mark.usefixtures("every_simd_level")
+
 B_ = nfhep._core.bijectors
 DTYPES = [np.float32, np.float64]
 RTOL = {np.float32: 4 * np.finfo(np.float32).eps, np.float64: 1e-14}

@@ -19,6 +19,9 @@ import nfhep
 import reference as R
 from conftest import require_module
 
+# Every test here runs once per SIMD level (generic, avx2, avx512), each against the reference.
+pytestmark = pytest.mark.usefixtures("every_simd_level")
+
 B_ = nfhep._core.bijectors
 DTYPES = [np.float32, np.float64]
 VAL_TOL = {np.float32: 5e-5, np.float64: 2e-12}

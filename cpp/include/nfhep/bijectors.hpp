@@ -1,7 +1,7 @@
 // nfhep/bijectors.hpp: batch kernels of the rational-quadratic spline (arXiv:1906.04032) and affine
 // (arXiv:1705.07057) bijectors on the CPU: multi-threaded (nfhep::set_num_threads; fixed chunks, so the
-// results are bitwise identical for any thread count) and vectorised (runtime SIMD dispatch; bitwise
-// identical on every SIMD level). No Python, no torch: usable from ROOT macros and C++ frameworks.
+// results are bitwise identical for any thread count) and vectorised (runtime SIMD dispatch; AVX2 and
+// AVX-512 use FMA and are bitwise identical to each other, the generic level differs by rounding). No Python, no torch: usable from ROOT macros and C++ frameworks.
 //
 // Layout: n elements (n = product of the input shape); `params` holds the P parameters of each element
 // contiguously (element i at params[i*P .. i*P+P-1]). RQS: P = 3K-1, ordered [K width logits, K height

@@ -3,8 +3,9 @@
 // Every source in cpp/src/isa/ is compiled once per instruction set (generic; on x86-64 also AVX2 and
 // AVX-512) into the namespace nfhep::detail::isa_<name>. active_isa() is the best level both compiled in
 // and supported by this CPU, capped by the environment variable NFHEP_ISA (generic|avx2|avx512) or by
-// set_isa(). All levels give bitwise-identical results (no FMA contraction, same operation order), which
-// the tests check.
+// set_isa(). The metrics give bitwise-identical results on all levels (no FMA contraction, same operation
+// order); the bijector kernels are contracted to FMA on AVX2 and AVX-512 (bitwise identical to each other,
+// within rounding of the generic level). The tests check both.
 #pragma once
 #include <string>
 #include <vector>
