@@ -19,9 +19,9 @@ B_ = core.bijectors
 LEVELS = core.build_info()["simd_available"]
 
 
-def _workload(dtype):
+def _workload(dtype, K=8):
     rng = np.random.default_rng(2024)
-    n, K = 5003, 8  # not a multiple of any lane count or chunk size
+    n = 5003  # not a multiple of any lane count or chunk size
     x = rng.uniform(-6, 6, size=n).astype(dtype)
     x[:5] = [np.nan, np.inf, -5.0, 5.0, 0.0]
     p = (2 * rng.normal(size=(n, 3 * K - 1))).astype(dtype)
@@ -31,8 +31,8 @@ def _workload(dtype):
     return x, p, ap, g
 
 
-def _run_all(dtype):
-    x, p, ap, g = _workload(dtype)
+def _run_all(dtype, K=8):
+    x, p, ap, g = _workload(dtype, K)
     y, lad = B_.rqs_forward(x, p)
     out = [y, lad, *B_.rqs_inverse(x, p), *B_.rqs_backward(x, p, g, g)]
     out += [*B_.rqs_backward(y, p, g, g, inverse=True)]
@@ -42,7 +42,9 @@ def _run_all(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_bitwise_identical_across_threads_and_fma_levels(dtype):
+# K = 2, 8, 17: P = 5, 23, 50 parameters, i.e. one, two and four register tiles of the AVX-512 transposes
+@pytest.mark.parametrize("K", [2, 8, 17])
+def test_bitwise_identical_across_threads_and_fma_levels(dtype, K):
     before = nfhep.get_num_threads()
     results = {}
     try:
@@ -50,7 +52,7 @@ def test_bitwise_identical_across_threads_and_fma_levels(dtype):
             core.set_simd(level)
             for threads in (1, 2, 3):
                 nfhep.set_num_threads(threads)
-                results[(level, threads)] = _run_all(dtype)
+                results[(level, threads)] = _run_all(dtype, K)
     finally:
         nfhep.set_num_threads(before)
         core.set_simd("")

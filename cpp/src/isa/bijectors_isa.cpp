@@ -37,26 +37,112 @@ math::RqsConfig<T> make_config(int K, const RqsOptions& o) {
 
 // Copy lanes [0, m) of an AoS block (P values per element) into SoA (k*L + l); pad the rest with zeros.
 #if defined(__AVX512F__)
-// Full 16-lane block on AVX-512: one gather per parameter (pure data movement, bitwise the same as the
-// scalar transpose) instead of 16 P scalar load/store pairs.
+// Full 16-lane blocks on AVX-512 move through registers: tiles of 16 (float) or 8 (double) parameters of
+// 16 (8) elements are loaded with masked row loads, transposed with shuffles and stored as SoA rows (and
+// the reverse for the gradients). Pure data movement, bitwise the same as the scalar copy; measured
+// (float32, K = 8, one thread) 8.5 -> ~1 ns per element for the gradient store, which was a 368-element
+// scalar copy per block, and faster than one gather per parameter for the load.
+
+// 16x16 float transpose: r[i][j] -> r[j][i] (unpack, in-lane shuffle, two 128-bit lane shuffles).
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int p = 0; p < 8; ++p) {
+    t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+    t[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
+  }
+  // u[4g + c], 128-bit lane q: column 4q + c of rows 4g .. 4g+3
+  for (int g = 0; g < 4; ++g) {
+    u[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    u[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512 b0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
+    const __m512 b1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+    const __m512 b2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+    const __m512 b3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+    r[c] = _mm512_shuffle_f32x4(b0, b2, 0x88);
+    r[4 + c] = _mm512_shuffle_f32x4(b1, b3, 0x88);
+    r[8 + c] = _mm512_shuffle_f32x4(b0, b2, 0xDD);
+    r[12 + c] = _mm512_shuffle_f32x4(b1, b3, 0xDD);
+  }
+}
+
+// 8x8 double transpose (same scheme, 2 doubles per 128-bit lane).
+inline void transpose8(__m512d r[8]) {
+  __m512d a[8];
+  for (int p = 0; p < 4; ++p) {
+    a[2 * p] = _mm512_unpacklo_pd(r[2 * p], r[2 * p + 1]);      // lane q: column 2q of rows 2p, 2p+1
+    a[2 * p + 1] = _mm512_unpackhi_pd(r[2 * p], r[2 * p + 1]);  // lane q: column 2q+1
+  }
+  for (int c = 0; c < 2; ++c) {
+    const __m512d b0 = _mm512_shuffle_f64x2(a[c], a[2 + c], 0x88);
+    const __m512d b1 = _mm512_shuffle_f64x2(a[c], a[2 + c], 0xDD);
+    const __m512d b2 = _mm512_shuffle_f64x2(a[4 + c], a[6 + c], 0x88);
+    const __m512d b3 = _mm512_shuffle_f64x2(a[4 + c], a[6 + c], 0xDD);
+    r[c] = _mm512_shuffle_f64x2(b0, b2, 0x88);
+    r[2 + c] = _mm512_shuffle_f64x2(b1, b3, 0x88);
+    r[4 + c] = _mm512_shuffle_f64x2(b0, b2, 0xDD);
+    r[6 + c] = _mm512_shuffle_f64x2(b1, b3, 0xDD);
+  }
+}
+
 inline bool load_soa_full(const float* src, int P, float* dst) {
-  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                         _mm512_set1_epi32(P));
-  for (int k = 0; k < P; ++k) _mm512_storeu_ps(dst + k * 16, _mm512_i32gather_ps(idx, src + k, 4));
+  for (int kt = 0; kt < P; kt += 16) {
+    const int cnt = P - kt < 16 ? P - kt : 16;
+    const __mmask16 mk = static_cast<__mmask16>((1u << cnt) - 1u);
+    __m512 r[16];
+    for (int l = 0; l < 16; ++l) r[l] = _mm512_maskz_loadu_ps(mk, src + static_cast<std::size_t>(l) * P + kt);
+    transpose16(r);
+    for (int j = 0; j < cnt; ++j) _mm512_storeu_ps(dst + (kt + j) * 16, r[j]);
+  }
   return true;
 }
 inline bool load_soa_full(const double* src, int P, double* dst) {
-  const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(P));
-  const double* src8 = src + 8 * static_cast<std::size_t>(P);
-  for (int k = 0; k < P; ++k) {
-    _mm512_storeu_pd(dst + k * 16, _mm512_i32gather_pd(idx, src + k, 8));
-    _mm512_storeu_pd(dst + k * 16 + 8, _mm512_i32gather_pd(idx, src8 + k, 8));
+  for (int h = 0; h < 2; ++h)
+    for (int kt = 0; kt < P; kt += 8) {
+      const int cnt = P - kt < 8 ? P - kt : 8;
+      const __mmask8 mk = static_cast<__mmask8>((1u << cnt) - 1u);
+      __m512d r[8];
+      for (int l = 0; l < 8; ++l)
+        r[l] = _mm512_maskz_loadu_pd(mk, src + static_cast<std::size_t>(8 * h + l) * P + kt);
+      transpose8(r);
+      for (int j = 0; j < cnt; ++j) _mm512_storeu_pd(dst + (kt + j) * 16 + 8 * h, r[j]);
+    }
+  return true;
+}
+inline bool store_aos_full(const float* src, int P, float* dst) {
+  for (int kt = 0; kt < P; kt += 16) {
+    const int cnt = P - kt < 16 ? P - kt : 16;
+    const __mmask16 mk = static_cast<__mmask16>((1u << cnt) - 1u);
+    __m512 r[16];
+    for (int j = 0; j < 16; ++j) r[j] = j < cnt ? _mm512_loadu_ps(src + (kt + j) * 16) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int l = 0; l < 16; ++l) _mm512_mask_storeu_ps(dst + static_cast<std::size_t>(l) * P + kt, mk, r[l]);
   }
+  return true;
+}
+inline bool store_aos_full(const double* src, int P, double* dst) {
+  for (int h = 0; h < 2; ++h)
+    for (int kt = 0; kt < P; kt += 8) {
+      const int cnt = P - kt < 8 ? P - kt : 8;
+      const __mmask8 mk = static_cast<__mmask8>((1u << cnt) - 1u);
+      __m512d r[8];
+      for (int j = 0; j < 8; ++j) r[j] = j < cnt ? _mm512_loadu_pd(src + (kt + j) * 16 + 8 * h) : _mm512_setzero_pd();
+      transpose8(r);
+      for (int l = 0; l < 8; ++l)
+        _mm512_mask_storeu_pd(dst + static_cast<std::size_t>(8 * h + l) * P + kt, mk, r[l]);
+    }
   return true;
 }
 #else
 template <class T>
 inline bool load_soa_full(const T*, int, T*) {
+  return false;
+}
+template <class T>
+inline bool store_aos_full(const T*, int, T*) {
   return false;
 }
 #endif
@@ -72,6 +158,7 @@ inline void load_soa(const T* src, std::size_t m, int P, T* dst) {
 
 template <class T, int L>
 inline void store_aos(const T* src, std::size_t m, int P, T* dst) {
+  if (L == 16 && m == static_cast<std::size_t>(L) && store_aos_full(src, P, dst)) return;
   for (std::size_t l = 0; l < m; ++l)
     for (int k = 0; k < P; ++k) dst[l * P + k] = src[k * L + l];
 }
