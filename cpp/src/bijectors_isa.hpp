@@ -7,13 +7,13 @@
 #include "nfhep/isa.hpp"
 
 namespace nfhep::detail {
-/// Lanes of the RQS blocks (one AVX-512 register of floats, two of doubles).
-constexpr int kRqsLanes = 16;
+/// Most lanes of an RQS block (the work buffer is sized for it).
+constexpr int kRqsLanes = 32;
 /// Work memory (elements of T) the RQS loops need per call; the caller allocates it (no std:: templates
 /// are instantiated in the per-ISA sources: a weak symbol compiled for AVX-512 could be shared by all).
 inline std::size_t rqs_work_size(int K, bool grad) {
   const std::size_t P = static_cast<std::size_t>(3 * K - 1);
-  return ((grad ? 2 : 1) * P + 2 * static_cast<std::size_t>(K)) * kRqsLanes;
+  return ((grad ? 2 : 1) * P + 2 * static_cast<std::size_t>(K)) * kRqsLanes + 16;  // + 64 bytes to align
 }
 }  // namespace nfhep::detail
 
