@@ -105,58 +105,65 @@ inline void transpose8(__m512d r[8]) {
   }
 }
 
-template <int L>
-inline bool load_soa_full(const float* src, int P, float* dst) {
-  for (int g = 0; g < L; g += 16)
-    for (int kt = 0; kt < P; kt += 16) {
-      const int cnt = P - kt < 16 ? P - kt : 16;
-      const __mmask16 mk = static_cast<__mmask16>((1u << cnt) - 1u);
-      __m512 r[16];
-      for (int l = 0; l < 16; ++l)
-        r[l] = _mm512_maskz_loadu_ps(mk, src + static_cast<std::size_t>(g + l) * P + kt);
-      transpose16(r);
-      for (int j = 0; j < cnt; ++j) _mm512_storeu_ps(dst + (kt + j) * L + g, r[j]);
+// One register tile per precision: W elements per register, its masked/unmasked loads and stores and
+// its W x W transpose.
+template <class T>
+struct Tile;
+template <>
+struct Tile<float> {
+  using V = __m512;
+  using M = __mmask16;
+  static constexpr int W = 16;
+  static V load(M m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+  static void store(M m, float* p, V v) { _mm512_mask_storeu_ps(p, m, v); }
+  static void transpose(V* r) { transpose16(r); }
+};
+template <>
+struct Tile<double> {
+  using V = __m512d;
+  using M = __mmask8;
+  static constexpr int W = 8;
+  static V load(M m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
+  static void store(M m, double* p, V v) { _mm512_mask_storeu_pd(p, m, v); }
+  static void transpose(V* r) { transpose8(r); }
+};
+
+// AoS -> SoA (load) or SoA -> AoS (store) of L elements with P parameters each, tile by tile: lane group
+// g (W elements) x parameter range [kt, kt + W).
+template <int L, bool ToSoa, class T>
+inline bool transpose_block(const T* src, int P, T* dst) {
+  using Tl = Tile<T>;
+  constexpr int W = Tl::W;
+  const typename Tl::M all = static_cast<typename Tl::M>((1u << W) - 1u);
+  for (int g = 0; g < L; g += W)
+    for (int kt = 0; kt < P; kt += W) {
+      const int cnt = P - kt < W ? P - kt : W;
+      const typename Tl::M mk = static_cast<typename Tl::M>((1u << cnt) - 1u);
+      typename Tl::V r[W];
+      for (int i = 0; i < W; ++i) {
+        if (ToSoa)  // row i = element g + i, parameters kt .. kt + cnt
+          r[i] = Tl::load(mk, src + static_cast<std::size_t>(g + i) * P + kt);
+        else  // row i = parameter kt + i of the W elements (zeros past P)
+          r[i] = Tl::load(i < cnt ? all : typename Tl::M(0), src + (kt + (i < cnt ? i : 0)) * L + g);
+      }
+      Tl::transpose(r);
+      for (int i = 0; i < W; ++i) {
+        if (ToSoa) {
+          if (i < cnt) Tl::store(all, dst + (kt + i) * L + g, r[i]);
+        } else {
+          Tl::store(mk, dst + static_cast<std::size_t>(g + i) * P + kt, r[i]);
+        }
+      }
     }
   return true;
 }
-template <int L>
-inline bool load_soa_full(const double* src, int P, double* dst) {
-  for (int g = 0; g < L; g += 8)
-    for (int kt = 0; kt < P; kt += 8) {
-      const int cnt = P - kt < 8 ? P - kt : 8;
-      const __mmask8 mk = static_cast<__mmask8>((1u << cnt) - 1u);
-      __m512d r[8];
-      for (int l = 0; l < 8; ++l) r[l] = _mm512_maskz_loadu_pd(mk, src + static_cast<std::size_t>(g + l) * P + kt);
-      transpose8(r);
-      for (int j = 0; j < cnt; ++j) _mm512_storeu_pd(dst + (kt + j) * L + g, r[j]);
-    }
-  return true;
+template <int L, class T>
+inline bool load_soa_full(const T* src, int P, T* dst) {
+  return transpose_block<L, true>(src, P, dst);
 }
-template <int L>
-inline bool store_aos_full(const float* src, int P, float* dst) {
-  for (int g = 0; g < L; g += 16)
-    for (int kt = 0; kt < P; kt += 16) {
-      const int cnt = P - kt < 16 ? P - kt : 16;
-      const __mmask16 mk = static_cast<__mmask16>((1u << cnt) - 1u);
-      __m512 r[16];
-      for (int j = 0; j < 16; ++j) r[j] = j < cnt ? _mm512_loadu_ps(src + (kt + j) * L + g) : _mm512_setzero_ps();
-      transpose16(r);
-      for (int l = 0; l < 16; ++l) _mm512_mask_storeu_ps(dst + static_cast<std::size_t>(g + l) * P + kt, mk, r[l]);
-    }
-  return true;
-}
-template <int L>
-inline bool store_aos_full(const double* src, int P, double* dst) {
-  for (int g = 0; g < L; g += 8)
-    for (int kt = 0; kt < P; kt += 8) {
-      const int cnt = P - kt < 8 ? P - kt : 8;
-      const __mmask8 mk = static_cast<__mmask8>((1u << cnt) - 1u);
-      __m512d r[8];
-      for (int j = 0; j < 8; ++j) r[j] = j < cnt ? _mm512_loadu_pd(src + (kt + j) * L + g) : _mm512_setzero_pd();
-      transpose8(r);
-      for (int l = 0; l < 8; ++l) _mm512_mask_storeu_pd(dst + static_cast<std::size_t>(g + l) * P + kt, mk, r[l]);
-    }
-  return true;
+template <int L, class T>
+inline bool store_aos_full(const T* src, int P, T* dst) {
+  return transpose_block<L, false>(src, P, dst);
 }
 #else
 template <int L, class T>
