@@ -150,4 +150,8 @@ class metrics:
     @staticmethod
     def radix_sort(a: _Array) -> _Array: ...
     @staticmethod
+    def kstwo_sf(d: npt.NDArray[np.float64], n: float) -> npt.NDArray[np.float64]: ...  # scipy.stats.kstwo.sf
+    @staticmethod
+    def smirnov_sf(d: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]: ...  # scipy.special.smirnov
+    @staticmethod
     def cuda_compiled() -> bool: ...
