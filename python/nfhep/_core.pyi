@@ -152,6 +152,6 @@ class metrics:
     @staticmethod
     def kstwo_sf(d: npt.NDArray[np.float64], n: float) -> npt.NDArray[np.float64]: ...  # scipy.stats.kstwo.sf
     @staticmethod
-    def smirnov_sf(d: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]: ...  # scipy.special.smirnov
+    def smirnov_sf(d: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]: ...  # special.smirnov
     @staticmethod
     def cuda_compiled() -> bool: ...
