@@ -147,3 +147,29 @@ def test_ks_2samp_method_asymp_small_samples():
     for j in range(3):
         ref = stats.ks_2samp(x[:, j], y[:, j], method="asymp")
         assert res.pvalue[j] == pytest.approx(ref.pvalue, rel=RTOL, abs=TINY)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 2500, 10000])
+@pytest.mark.parametrize("method", ["auto", "exact"])
+def test_ks_2samp_exact_equal_sizes_matches_scipy(n, method):
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, 4))
+    y = rng.normal(0.05, 1.0, size=(n, 4))
+    x[:, 2], y[:, 2] = np.round(x[:, 2], 1), np.round(y[:, 2], 1)  # ties
+    y[:, 3] = x[:, 3]  # identical columns: D = 0, p = 1
+    res = ks_2samp(x, y, method=method)
+    assert res.method == ["exact"] * 4
+    for j in range(4):
+        ref = stats.ks_2samp(x[:, j], y[:, j], method=method)
+        assert res.statistic[j] == ref.statistic
+        assert res.pvalue[j] == pytest.approx(ref.pvalue, rel=RTOL, abs=TINY)
+    assert res.pvalue[3] == 1.0
+
+
+def test_ks_exact_equal_sf_arguments():
+    f = _core.metrics.ks_exact_equal_sf
+    assert np.all(np.isnan(f(np.array([0, -1], dtype=np.int64), 10)))
+    assert np.all(np.isnan(f(np.array([1], dtype=np.int64), 0)))
+    assert f(np.array([10], dtype=np.int64), 10)[0] == pytest.approx(2.0 / 184756)  # 2 / C(20, 10)
+    with pytest.raises(TypeError, match="argument 'h' must have dtype int64"):
+        f(np.array([1.0]), 10)

@@ -305,5 +305,28 @@ void bind_metrics(pyb::module_& m) {
       pyb::arg("d"), pyb::arg("n"),
       "P(D_n^+ >= d) of the one-sided one-sample KS statistic, per element of d (scipy.special.smirnov).");
 
+  m.def(
+      "ks_exact_equal_sf",
+      [](const pyb::object& h, std::int64_t n) {
+        const char* func = "ks_exact_equal_sf";
+        pyb::array arr = nfhep::py::as_array(h, func, "h");
+        if (!arr.dtype().equal(pyb::dtype::of<std::int64_t>()))
+          throw pyb::type_error(std::string(func) + ": argument 'h' must have dtype int64, got " +
+                                nfhep::py::dtype_str(arr));
+        nfhep::py::require_ndim(arr, 1, func, "h", "(k,)");
+        nfhep::py::require_contiguous(arr, func, "h");
+        const auto k = static_cast<std::size_t>(arr.shape(0));
+        pyb::array_t<double> out(arr.shape(0));
+        const auto* in = static_cast<const std::int64_t*>(arr.data());
+        double* o = out.mutable_data();
+        {
+          pyb::gil_scoped_release nogil;
+          nfhep::metrics::ks_exact_equal_sf(in, k, n, o);
+        }
+        return out;
+      },
+      pyb::arg("h"), pyb::arg("n"),
+      "Exact two-sided two-sample KS p-values for n1 = n2 = n and D = h/n, per element of h (as scipy).");
+
   m.def("cuda_compiled", &nfhep::metrics::cuda_compiled, "True if built with the CUDA metrics kernels.");
 }

@@ -456,6 +456,26 @@ double kstwo_sf(double d, double n) {
 
 double smirnov_sf(double d, std::int64_t n) { return smirnov_sf_impl(d, n); }
 
+double ks_exact_equal_sf(std::int64_t n, std::int64_t h) {
+  if (n < 1 || h < 1) return kNaN;
+  // P = 2 A_1 (1 - A_2/A_1 (1 - A_3/A_2 (1 - ...))), A_k = C(2n, n - kh) / C(2n, n); the ratio for step k
+  // is prod_{j<h} (n - kh - j) / (n + kh + j + 1). Same operations and order as scipy.
+  double p = 0.0;
+  for (std::int64_t k = n / h; k >= 0; --k) {
+    double p1 = 1.0;
+    for (std::int64_t j = 0; j < h; ++j)
+      p1 = static_cast<double>(n - k * h - j) * p1 / static_cast<double>(n + k * h + j + 1);
+    p = p1 * (1.0 - p);
+  }
+  return 2 * p;
+}
+
+void ks_exact_equal_sf(const std::int64_t* h, std::size_t count, std::int64_t n, double* out) {
+  parallel_for(count, 1, [&](std::size_t b, std::size_t e) {
+    for (std::size_t i = b; i < e; ++i) out[i] = ks_exact_equal_sf(n, h[i]);
+  });
+}
+
 void kstwo_sf(const double* d, std::size_t count, double n, double* out) {
   parallel_for(count, 1, [&](std::size_t b, std::size_t e) {
     for (std::size_t i = b; i < e; ++i) out[i] = kstwo_sf(d[i], n);

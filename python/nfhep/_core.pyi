@@ -154,4 +154,6 @@ class metrics:
     @staticmethod
     def smirnov_sf(d: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]: ...  # special.smirnov
     @staticmethod
+    def ks_exact_equal_sf(h: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.float64]: ...  # D = h/n
+    @staticmethod
     def cuda_compiled() -> bool: ...

@@ -36,6 +36,15 @@ NFHEP_API double kstwo_sf(double d, double n);
 /// NaN for n < 1 or d outside [0, 1].
 NFHEP_API double smirnov_sf(double d, std::int64_t n);
 
+/// Exact two-sided two-sample p-value for equal sizes n1 = n2 = n and D = h/n (h >= 1):
+/// P(D_{n,n} >= h/n) = 2 sum_{k>=1} (-1)^(k-1) C(2n, n - kh) / C(2n, n) (Gnedenko-Korolyuk), evaluated as
+/// scipy's _compute_prob_outside_square does (each ratio as a product of h factors, nested Horner-like),
+/// so the value is the same double. NaN for n < 1 or h < 1.
+NFHEP_API double ks_exact_equal_sf(std::int64_t n, std::int64_t h);
+
+/// out[i] = ks_exact_equal_sf(n, h[i]) for i < count, in parallel.
+NFHEP_API void ks_exact_equal_sf(const std::int64_t* h, std::size_t count, std::int64_t n, double* out);
+
 /// out[i] = kstwo_sf(d[i], n) for i < count, in parallel.
 NFHEP_API void kstwo_sf(const double* d, std::size_t count, double n, double* out);
 
