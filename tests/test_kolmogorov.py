@@ -173,3 +173,10 @@ def test_ks_exact_equal_sf_arguments():
     assert f(np.array([10], dtype=np.int64), 10)[0] == pytest.approx(2.0 / 184756)  # 2 / C(20, 10)
     with pytest.raises(TypeError, match="argument 'h' must have dtype int64"):
         f(np.array([1.0]), 10)
+
+
+def test_kstwo_sf_beyond_int32_n():
+    """scipy returns NaN here (n overflows a C int in smirnov); we return twice its closed form."""
+    n, d = 3.0e9, 3.0e-5
+    want = 2 * np.exp(-((6.0 * n * d + 1.0) ** 2) / 18.0 / n)
+    assert _core.metrics.kstwo_sf(np.array([d]), n)[0] == pytest.approx(want, rel=1e-14)

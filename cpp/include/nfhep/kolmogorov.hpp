@@ -18,6 +18,9 @@
 // rule refined until it converges (a few hundred evaluations instead of ~n terms). For n > 10^6 scipy
 // (and so this) uses exp(-(6 n d + 1)^2 / (18 n)) (van Mulbregt, arXiv:1802.06966).
 //
+// One deliberate difference: for n >= 2^31 scipy passes n to smirnov as a C int and returns NaN where the
+// one-sided tail is needed; here n is 64-bit and the value is the closed form above.
+//
 // Out-of-domain arguments give NaN as in scipy (n not a positive integer, d NaN). The array versions run
 // over nfhep's threads, one element per chunk: each value depends only on its own (d, n).
 #pragma once
