@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bind_common.hpp"
+#include "nfhep/kolmogorov.hpp"
 #include "nfhep/metrics.hpp"
 #include "nfhep/sort.hpp"
 
@@ -259,6 +260,73 @@ void bind_metrics(pyb::module_& m) {
         return out;
       },
       pyb::arg("a"), "A sorted copy of a 1-D float32/float64 array (LSD radix sort; NaN not allowed).");
+
+
+  // Null distributions of KS statistics (the asymptotic p-values of nfhep.metrics.ks_2samp).
+  auto stat_array = [](const pyb::object& d, const char* func) {
+    pyb::array arr = nfhep::py::as_array(d, func, "d");
+    if (!arr.dtype().equal(pyb::dtype::of<double>()))
+      throw pyb::type_error(std::string(func) + ": argument 'd' must have dtype float64, got " +
+                            nfhep::py::dtype_str(arr));
+    nfhep::py::require_ndim(arr, 1, func, "d", "(k,)");
+    nfhep::py::require_contiguous(arr, func, "d");
+    return arr;
+  };
+  m.def(
+      "kstwo_sf",
+      [stat_array](const pyb::object& d, double n) {
+        pyb::array arr = stat_array(d, "kstwo_sf");
+        const auto k = static_cast<std::size_t>(arr.shape(0));
+        pyb::array_t<double> out(arr.shape(0));
+        const double* in = static_cast<const double*>(arr.data());
+        double* o = out.mutable_data();
+        {
+          pyb::gil_scoped_release nogil;
+          nfhep::metrics::kstwo_sf(in, k, n, o);
+        }
+        return out;
+      },
+      pyb::arg("d"), pyb::arg("n"),
+      "P(D_n >= d) of the two-sided one-sample KS statistic, per element of d (scipy.stats.kstwo.sf).");
+  m.def(
+      "smirnov_sf",
+      [stat_array](const pyb::object& d, std::int64_t n) {
+        pyb::array arr = stat_array(d, "smirnov_sf");
+        const auto k = static_cast<std::size_t>(arr.shape(0));
+        pyb::array_t<double> out(arr.shape(0));
+        const double* in = static_cast<const double*>(arr.data());
+        double* o = out.mutable_data();
+        {
+          pyb::gil_scoped_release nogil;
+          nfhep::metrics::smirnov_sf(in, k, n, o);
+        }
+        return out;
+      },
+      pyb::arg("d"), pyb::arg("n"),
+      "P(D_n^+ >= d) of the one-sided one-sample KS statistic, per element of d (scipy.special.smirnov).");
+
+  m.def(
+      "ks_exact_equal_sf",
+      [](const pyb::object& h, std::int64_t n) {
+        const char* func = "ks_exact_equal_sf";
+        pyb::array arr = nfhep::py::as_array(h, func, "h");
+        if (!arr.dtype().equal(pyb::dtype::of<std::int64_t>()))
+          throw pyb::type_error(std::string(func) + ": argument 'h' must have dtype int64, got " +
+                                nfhep::py::dtype_str(arr));
+        nfhep::py::require_ndim(arr, 1, func, "h", "(k,)");
+        nfhep::py::require_contiguous(arr, func, "h");
+        const auto k = static_cast<std::size_t>(arr.shape(0));
+        pyb::array_t<double> out(arr.shape(0));
+        const auto* in = static_cast<const std::int64_t*>(arr.data());
+        double* o = out.mutable_data();
+        {
+          pyb::gil_scoped_release nogil;
+          nfhep::metrics::ks_exact_equal_sf(in, k, n, o);
+        }
+        return out;
+      },
+      pyb::arg("h"), pyb::arg("n"),
+      "Exact two-sided two-sample KS p-values for n1 = n2 = n and D = h/n, per element of h (as scipy).");
 
   m.def("cuda_compiled", &nfhep::metrics::cuda_compiled, "True if built with the CUDA metrics kernels.");
 }

@@ -150,4 +150,10 @@ class metrics:
     @staticmethod
     def radix_sort(a: _Array) -> _Array: ...
     @staticmethod
+    def kstwo_sf(d: npt.NDArray[np.float64], n: float) -> npt.NDArray[np.float64]: ...  # scipy.stats.kstwo.sf
+    @staticmethod
+    def smirnov_sf(d: npt.NDArray[np.float64], n: int) -> npt.NDArray[np.float64]: ...  # special.smirnov
+    @staticmethod
+    def ks_exact_equal_sf(h: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.float64]: ...  # D = h/n
+    @staticmethod
     def cuda_compiled() -> bool: ...
