@@ -19,8 +19,10 @@ def _stub_names():
 
 def test_stub_matches_module():
     top, bij = _stub_names()
-    for name in ("build_info", "set_num_threads", "get_num_threads", "set_simd", "bijectors"):
+    for name in ("build_info", "set_num_threads", "get_num_threads", "set_simd", "buffer_cache", "bijectors"):
         assert name in top and hasattr(nfhep._core, name)
+    module_top = {n for n in dir(nfhep._core) if not n.startswith("_")}
+    assert module_top <= top, f"missing from the stub: {module_top - top}"
     public = {n for n in dir(nfhep._core.bijectors) if not n.startswith("__")}
     assert public <= bij, f"missing from the stub: {public - bij}"
     cpu_only = {n for n in bij if not n.startswith("cuda_")} | {"cuda_available"}

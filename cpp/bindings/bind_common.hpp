@@ -76,10 +76,8 @@ inline void require_dim(const pyb::array& a, pyb::ssize_t axis, pyb::ssize_t n, 
                            std::to_string(a.shape(axis)) + ", expected " + std::to_string(n) + ")");
 }
 
-/// A new C-contiguous array of the given dtype and shape.
-inline pyb::array new_array(bool f32, const std::vector<pyb::ssize_t>& shape) {
-  if (f32) return pyb::array_t<float>(shape);
-  return pyb::array_t<double>(shape);
-}
+/// A new C-contiguous array of the given dtype and shape (uninitialised, as numpy.empty). Large ones
+/// (>= 4 MiB) come from the bounded cache of freed output buffers (bind_buffers.cpp).
+pyb::array new_array(bool f32, const std::vector<pyb::ssize_t>& shape);
 
 }  // namespace nfhep::py

@@ -8,7 +8,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["bijectors", "build_info", "get_num_threads", "metrics", "set_num_threads", "set_simd"]
+__all__ = [
+    "bijectors",
+    "buffer_cache",
+    "build_info",
+    "get_num_threads",
+    "metrics",
+    "set_num_threads",
+    "set_simd",
+]
 
 _Float = np.float32 | np.float64
 _Array = npt.NDArray[Any]
@@ -24,6 +32,10 @@ def get_num_threads() -> int:
 
 def set_simd(level: str) -> None:
     """Use SIMD level 'generic', 'avx2' or 'avx512' ('' = best available, capped by NFHEP_ISA)."""
+
+def buffer_cache(limit_mib: float | None = None) -> dict[str, Any]:
+    """The cache of freed large output buffers: set its limit (MiB; 0 disables and empties it) and/or read
+    its state (dict: limit_mib, cached_mib, buffers, hits, misses)."""
 
 class bijectors:
     """RQ-spline and affine bijector kernels (numpy in, numpy out; CUDA launchers in CUDA builds)."""
