@@ -9,7 +9,8 @@
 //    it are compressed (vpcompress into a register) and stored at the left write position, the others at
 //    the right one. Reading from the tighter end keeps >= one vector of free room on both sides, so the
 //    left store can write a full vector (its tail lands in free room); the right store is masked.
-//  - Pivot: the median of 4 vectors of keys sampled at equal strides (sorted by the network below).
+//  - Pivot: the median of 2 (ranges <= 64 vectors) or 4 vectors of keys sampled at equal strides (sorted
+//    by the network below).
 //  - Ties: the partition is [< pivot | >= pivot]. If the left side comes out empty the pivot is the
 //    minimum, and a second partition [<= pivot | > pivot] splits off every key equal to it (done); so
 //    all-equal and heavily tied inputs cost O(n) per distinct value instead of degrading.
@@ -59,9 +60,17 @@ struct U64 {
   static NFHEP_SORT_FI mask lt(vec a, vec b) { return _mm512_cmplt_epu64_mask(a, b); }
   static NFHEP_SORT_FI mask le(vec a, vec b) { return _mm512_cmple_epu64_mask(a, b); }
   static NFHEP_SORT_FI vec compress(mask m, vec v) { return _mm512_maskz_compress_epi64(m, v); }
+  static NFHEP_SORT_FI void compress_store(key* p, mask m, vec v) { _mm512_mask_compressstoreu_epi64(p, m, v); }
   static NFHEP_SORT_FI vec blend(mask m, vec a, vec b) { return _mm512_mask_blend_epi64(m, a, b); }
   static NFHEP_SORT_FI vec permute(vec idx, vec v) { return _mm512_permutexvar_epi64(idx, v); }
   static NFHEP_SORT_FI int count(mask m) { return __builtin_popcount(static_cast<unsigned>(m)); }
+  /// Lane i takes lane i ^ J (immediate shuffles: no index register, vpshufd has 1-cycle latency).
+  template <int J>
+  static NFHEP_SORT_FI vec swap(vec v) {
+    if constexpr (J == 1) return _mm512_shuffle_epi32(v, _MM_PERM_BADC);
+    if constexpr (J == 2) return _mm512_permutex_epi64(v, 0x4E);
+    if constexpr (J == 4) return _mm512_shuffle_i64x2(v, v, 0x4E);
+  }
 };
 
 /// Operations on one zmm register of 16 uint32 keys.
@@ -82,9 +91,17 @@ struct U32 {
   static NFHEP_SORT_FI mask lt(vec a, vec b) { return _mm512_cmplt_epu32_mask(a, b); }
   static NFHEP_SORT_FI mask le(vec a, vec b) { return _mm512_cmple_epu32_mask(a, b); }
   static NFHEP_SORT_FI vec compress(mask m, vec v) { return _mm512_maskz_compress_epi32(m, v); }
+  static NFHEP_SORT_FI void compress_store(key* p, mask m, vec v) { _mm512_mask_compressstoreu_epi32(p, m, v); }
   static NFHEP_SORT_FI vec blend(mask m, vec a, vec b) { return _mm512_mask_blend_epi32(m, a, b); }
   static NFHEP_SORT_FI vec permute(vec idx, vec v) { return _mm512_permutexvar_epi32(idx, v); }
   static NFHEP_SORT_FI int count(mask m) { return __builtin_popcount(static_cast<unsigned>(m)); }
+  template <int J>
+  static NFHEP_SORT_FI vec swap(vec v) {
+    if constexpr (J == 1) return _mm512_shuffle_epi32(v, _MM_PERM_CDAB);
+    if constexpr (J == 2) return _mm512_shuffle_epi32(v, _MM_PERM_BADC);
+    if constexpr (J == 4) return _mm512_shuffle_i32x4(v, v, 0xB1);
+    if constexpr (J == 8) return _mm512_shuffle_i32x4(v, v, 0x4E);
+  }
 };
 
 /// A lane table (permutation indices) built at compile time.
@@ -97,11 +114,6 @@ struct LaneTable {
 /// holds i is ascending if (i & K) == 0, else descending); K == 0: every pair ascending (merge cleaner).
 template <class T, int J, int K>
 struct LaneStage {
-  static constexpr LaneTable<T> partner() {
-    LaneTable<T> t{};
-    for (int i = 0; i < T::L; ++i) t.v[i] = static_cast<typename T::key>(i ^ J);
-    return t;
-  }
   // Lanes that keep the max: the upper lane of an ascending pair or the lower lane of a descending one.
   static constexpr unsigned max_lanes() {
     unsigned m = 0;
@@ -112,7 +124,6 @@ struct LaneStage {
     }
     return m;
   }
-  static constexpr LaneTable<T> kPartner = partner();
 };
 
 template <class T>
@@ -128,7 +139,7 @@ struct Reverse {
 template <class T, int J, int K>
 NFHEP_SORT_FI typename T::vec cx_lanes(typename T::vec v) {
   using S = LaneStage<T, J, K>;
-  const typename T::vec w = T::permute(T::loadu(S::kPartner.v), v);
+  const typename T::vec w = T::template swap<J>(v);
   return T::blend(static_cast<typename T::mask>(S::max_lanes()), T::min(v, w), T::max(v, w));
 }
 
@@ -273,19 +284,26 @@ void heap_sort(K* a, std::size_t n) {
   }
 }
 
-/// Median of 4 vectors of keys sampled at equal strides (n >= kSmall, so the stride is >= 4).
-template <class T>
-typename T::key choose_pivot(const typename T::key* a, std::size_t n) {
-  constexpr int kVecs = 4;
+/// Median of kVecs vectors of keys sampled at equal strides (n > kSmall, so the stride is >= 2).
+template <class T, int kVecs>
+typename T::key sample_median(const typename T::key* a, std::size_t n) {
   constexpr std::size_t m = static_cast<std::size_t>(kVecs) * T::L;
   alignas(64) typename T::key s[m];
   const std::size_t step = n / m;
   for (std::size_t i = 0; i < m; ++i) s[i] = a[i * step + step / 2];
   typename T::vec v[kVecs];
+#pragma GCC unroll 16
   for (int i = 0; i < kVecs; ++i) v[i] = T::loadu(s + i * T::L);
   sort_vecs<T, kVecs>(v);
+#pragma GCC unroll 16
   for (int i = 0; i < kVecs; ++i) T::storeu(s + i * T::L, v[i]);
   return s[m / 2];
+}
+
+/// Pivot: median of 2 vectors of samples for small ranges (cheap), of 4 for large ones (better split).
+template <class T>
+typename T::key choose_pivot(const typename T::key* a, std::size_t n) {
+  return n <= 64 * T::L ? sample_median<T, 2>(a, n) : sample_median<T, 4>(a, n);
 }
 
 /// Vectors read per step of the partition (one side decision per 64 keys: the choice of side is an
@@ -324,7 +342,7 @@ std::size_t partition(typename T::key* a, std::size_t n, typename T::key pivot) 
     T::storeu(lw, T::compress(below, v));
     lw += nb;
     rw -= L - nb;
-    T::store_m(rw, T::first(L - nb), T::compress(static_cast<mask>(~below), v));
+    T::compress_store(rw, static_cast<mask>(~below), v);
   };
   while (rr - lr >= B) {
     // Read a batch from the side with less free room: before the read the free room is 2B in total, so
@@ -366,7 +384,10 @@ std::size_t partition(typename T::key* a, std::size_t n, typename T::key pivot) 
   };
   const int rest = static_cast<int>(rr - lr);
   flush(T::load_pad(lr, T::first(rest)), T::first(rest));
-  for (int i = 0; i < 2 * U; ++i) flush(held[i], T::first(L));
+  // The free room is now [lw, rw), exactly the 2U held vectors: put() is exact here too (the tail of its
+  // full left store is overwritten by its right store when the room is down to one vector).
+#pragma GCC unroll 16
+  for (int i = 0; i < 2 * U; ++i) put(held[i]);
   return static_cast<std::size_t>(lw - a);
 }
 
