@@ -4,19 +4,22 @@
 // uint32 = keys of floats, 16 lanes). Sorting the order-preserving keys (nfhep/math/sort_keys.hpp) as
 // unsigned integers is sorting the floats; -0.0 and +0.0 have the same key, infinities and subnormals are
 // ordinary keys, NaN never arrives (callers reject it).
-//  - Partition (two-ended, in place, no scratch): one vector is buffered from each end; then vectors are
-//    read from whichever end has less free room, compared with the pivot (one mask), and the keys below
-//    it are compressed (vpcompress into a register) and stored at the left write position, the others at
-//    the right one. Reading from the tighter end keeps >= one vector of free room on both sides, so the
-//    left store can write a full vector (its tail lands in free room); the right store is masked.
+//  - Partition (two-ended, in place, no scratch): one batch of 64 keys is held in registers from each end;
+//    then batches are read from whichever end has less free room (one unpredictable branch per batch,
+//    not per vector), each vector is compared with the pivot (one mask), the keys below it are
+//    compressed (vpcompress into a register) and stored at the left write position, the others at the
+//    right one. Reading from the tighter end keeps >= one batch of free room on both sides, so the left
+//    store can write a full vector (its tail lands in free room); the right store is masked.
+//    Always compress into a register, never vpcompress to memory: that form is microcoded on AMD Zen 4
+//    (llvm/llvm-project#133568); on this Xeon it would be ~7% faster (measured), not worth the risk.
 //  - Pivot: the median of 2 (ranges <= 64 vectors) or 4 vectors of keys sampled at equal strides (sorted
 //    by the network below).
 //  - Ties: the partition is [< pivot | >= pivot]. If the left side comes out empty the pivot is the
 //    minimum, and a second partition [<= pivot | > pivot] splits off every key equal to it (done); so
 //    all-equal and heavily tied inputs cost O(n) per distinct value instead of degrading.
 //  - Small ranges (<= 16 vectors: 128 doubles / 256 floats) are sorted in registers: loaded with the
-//    maximum key as padding, each vector sorted by a bitonic network (permute + min + max + blend per
-//    stage), then bitonic merges of 1, 2, 4, 8 vectors (reverse-compare, half cleaners across vectors,
+//    maximum key as padding, each vector sorted by a bitonic network (lane shuffle + min + max + blend
+//    per stage), then bitonic merges of 1, 2, 4, 8 vectors (reverse-compare, half cleaners across vectors,
 //    then in-vector cleaners).
 //  - Depth limit 2 log2(n) + 4 partitions; beyond it heapsort (O(n log n) whatever the input).
 // The sort's output is unique (a total order on keys), so it is bit-identical to the radix sort that the
@@ -59,8 +62,9 @@ struct U64 {
   static NFHEP_SORT_FI vec max(vec a, vec b) { return _mm512_max_epu64(a, b); }
   static NFHEP_SORT_FI mask lt(vec a, vec b) { return _mm512_cmplt_epu64_mask(a, b); }
   static NFHEP_SORT_FI mask le(vec a, vec b) { return _mm512_cmple_epu64_mask(a, b); }
-  static NFHEP_SORT_FI vec compress(mask m, vec v) { return _mm512_maskz_compress_epi64(m, v); }
-  static NFHEP_SORT_FI void compress_store(key* p, mask m, vec v) { _mm512_mask_compressstoreu_epi64(p, m, v); }
+  // Merge-masked into v itself (lanes past the count keep v's keys, never stored): no false dependency
+  // on the destination register, which zero-masked compress has on AMD Zen 4/5.
+  static NFHEP_SORT_FI vec compress(mask m, vec v) { return _mm512_mask_compress_epi64(v, m, v); }
   static NFHEP_SORT_FI vec blend(mask m, vec a, vec b) { return _mm512_mask_blend_epi64(m, a, b); }
   static NFHEP_SORT_FI vec permute(vec idx, vec v) { return _mm512_permutexvar_epi64(idx, v); }
   static NFHEP_SORT_FI int count(mask m) { return __builtin_popcount(static_cast<unsigned>(m)); }
@@ -90,8 +94,7 @@ struct U32 {
   static NFHEP_SORT_FI vec max(vec a, vec b) { return _mm512_max_epu32(a, b); }
   static NFHEP_SORT_FI mask lt(vec a, vec b) { return _mm512_cmplt_epu32_mask(a, b); }
   static NFHEP_SORT_FI mask le(vec a, vec b) { return _mm512_cmple_epu32_mask(a, b); }
-  static NFHEP_SORT_FI vec compress(mask m, vec v) { return _mm512_maskz_compress_epi32(m, v); }
-  static NFHEP_SORT_FI void compress_store(key* p, mask m, vec v) { _mm512_mask_compressstoreu_epi32(p, m, v); }
+  static NFHEP_SORT_FI vec compress(mask m, vec v) { return _mm512_mask_compress_epi32(v, m, v); }
   static NFHEP_SORT_FI vec blend(mask m, vec a, vec b) { return _mm512_mask_blend_epi32(m, a, b); }
   static NFHEP_SORT_FI vec permute(vec idx, vec v) { return _mm512_permutexvar_epi32(idx, v); }
   static NFHEP_SORT_FI int count(mask m) { return __builtin_popcount(static_cast<unsigned>(m)); }
@@ -342,7 +345,7 @@ std::size_t partition(typename T::key* a, std::size_t n, typename T::key pivot) 
     T::storeu(lw, T::compress(below, v));
     lw += nb;
     rw -= L - nb;
-    T::compress_store(rw, static_cast<mask>(~below), v);
+    T::store_m(rw, static_cast<mask>(T::first(L) >> nb), T::compress(static_cast<mask>(~below), v));
   };
   while (rr - lr >= B) {
     // Read a batch from the side with less free room: before the read the free room is 2B in total, so
