@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "nfhep/math/sort_keys.hpp"
@@ -112,12 +113,13 @@ void sort_floats(T* data, std::size_t n, double* values) {
 template <class T, class K>
 void sort_dispatch(T* data, std::size_t n) {
   if (n < 2) return;
-  std::vector<K> keys(n), scratch(detail::sort_keys_scratch(n));
+  const std::size_t n_scratch = detail::sort_keys_scratch(n);
+  std::unique_ptr<K[]> keys(new K[n]), scratch(new K[n_scratch > 0 ? n_scratch : 1]);  // not zero-filled
   for (std::size_t i = 0; i < n; ++i) keys[i] = math::to_ordered(data[i]);
   if constexpr (sizeof(K) == 8)
-    detail::sort_keys_u64(keys.data(), scratch.data(), n);
+    detail::sort_keys_u64(keys.get(), scratch.get(), n);
   else
-    detail::sort_keys_u32(keys.data(), scratch.data(), n);
+    detail::sort_keys_u32(keys.get(), scratch.get(), n);
   for (std::size_t i = 0; i < n; ++i) data[i] = math::from_ordered(keys[i]);
 }
 
