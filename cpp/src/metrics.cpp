@@ -36,9 +36,9 @@ K* sort_keys(K* keys, std::vector<K>& scratch, std::size_t n, double* vals, doub
     if (scratch.size() < need) scratch.resize(need);
     if (vals_out) *vals_out = nullptr;
     if constexpr (std::is_same<K, std::uint32_t>::value)
-      sort_keys_u32(keys, scratch.data(), n);
+      sort_keys_u32(keys, scratch.data(), scratch.size(), n);
     else
-      sort_keys_u64(keys, scratch.data(), n);
+      sort_keys_u64(keys, scratch.data(), scratch.size(), n);
     return keys;
   }
   if (scratch.size() < n) scratch.resize(n);

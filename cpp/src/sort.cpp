@@ -117,20 +117,20 @@ void sort_dispatch(T* data, std::size_t n) {
   std::unique_ptr<K[]> keys(new K[n]), scratch(new K[n_scratch > 0 ? n_scratch : 1]);  // not zero-filled
   for (std::size_t i = 0; i < n; ++i) keys[i] = math::to_ordered(data[i]);
   if constexpr (sizeof(K) == 8)
-    detail::sort_keys_u64(keys.get(), scratch.get(), n);
+    detail::sort_keys_u64(keys.get(), scratch.get(), n_scratch, n);
   else
-    detail::sort_keys_u32(keys.get(), scratch.get(), n);
+    detail::sort_keys_u32(keys.get(), scratch.get(), n_scratch, n);
   for (std::size_t i = 0; i < n; ++i) data[i] = math::from_ordered(keys[i]);
 }
 
 }  // namespace
 
 namespace detail {
-void sort_keys_u64(std::uint64_t* keys, std::uint64_t* scratch, std::size_t n) {
-  NFHEP_DISPATCH(sort_keys, keys, scratch, n);
+void sort_keys_u64(std::uint64_t* keys, std::uint64_t* scratch, std::size_t n_scratch, std::size_t n) {
+  NFHEP_DISPATCH(sort_keys, keys, scratch, n_scratch, n);
 }
-void sort_keys_u32(std::uint32_t* keys, std::uint32_t* scratch, std::size_t n) {
-  NFHEP_DISPATCH(sort_keys, keys, scratch, n);
+void sort_keys_u32(std::uint32_t* keys, std::uint32_t* scratch, std::size_t n_scratch, std::size_t n) {
+  NFHEP_DISPATCH(sort_keys, keys, scratch, n_scratch, n);
 }
 std::size_t sort_keys_scratch(std::size_t n) { NFHEP_DISPATCH(sort_keys_scratch, n); }
 

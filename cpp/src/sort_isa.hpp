@@ -11,7 +11,11 @@
 
 #include "nfhep/isa.hpp"
 
-NFHEP_DECLARE_ISA(void sort_keys(std::uint64_t* keys, std::uint64_t* scratch, std::size_t n))
-NFHEP_DECLARE_ISA(void sort_keys(std::uint32_t* keys, std::uint32_t* scratch, std::size_t n))
+// `scratch` holds `n_scratch` keys; a radix level given fewer than n allocates its own (so a set_isa()
+// from another thread between sort_keys_scratch() and sort_keys() cannot make it overrun).
+NFHEP_DECLARE_ISA(void sort_keys(std::uint64_t* keys, std::uint64_t* scratch, std::size_t n_scratch,
+                                 std::size_t n))
+NFHEP_DECLARE_ISA(void sort_keys(std::uint32_t* keys, std::uint32_t* scratch, std::size_t n_scratch,
+                                 std::size_t n))
 // Keys of scratch sort_keys of this level needs for n keys (n for the radix levels, 0 for AVX-512).
 NFHEP_DECLARE_ISA(std::size_t sort_keys_scratch(std::size_t n))

@@ -35,9 +35,10 @@ NFHEP_API void radix_sort_pairs(float* keys, double* values, std::size_t n);
 
 namespace detail {
 /// Sort order-preserving keys (nfhep/math/sort_keys.hpp) ascending in place with the fastest sort for this
-/// CPU. `scratch` must hold sort_keys_scratch(n) keys (0 on AVX-512, n for the radix sort).
-NFHEP_API void sort_keys_u64(std::uint64_t* keys, std::uint64_t* scratch, std::size_t n);
-NFHEP_API void sort_keys_u32(std::uint32_t* keys, std::uint32_t* scratch, std::size_t n);
+/// CPU. `scratch` holds `n_scratch` keys; sort_keys_scratch(n) is what the active level uses (0 on
+/// AVX-512, n for the radix sort, which allocates its own if given less).
+NFHEP_API void sort_keys_u64(std::uint64_t* keys, std::uint64_t* scratch, std::size_t n_scratch, std::size_t n);
+NFHEP_API void sort_keys_u32(std::uint32_t* keys, std::uint32_t* scratch, std::size_t n_scratch, std::size_t n);
 NFHEP_API std::size_t sort_keys_scratch(std::size_t n);
 /// Sort transformed keys; returns the buffer that holds the result (`keys` or `scratch`).
 NFHEP_API std::uint64_t* radix_sort_u64(std::uint64_t* keys, std::uint64_t* scratch, std::size_t n,

@@ -433,16 +433,42 @@ void vector_sort(typename T::key* a, std::size_t n) {
 }  // namespace
 
 #if defined(__AVX512F__)
-void sort_keys(std::uint64_t* keys, std::uint64_t* /*scratch*/, std::size_t n) { vector_sort<U64>(keys, n); }
-void sort_keys(std::uint32_t* keys, std::uint32_t* /*scratch*/, std::size_t n) { vector_sort<U32>(keys, n); }
+void sort_keys(std::uint64_t* keys, std::uint64_t* /*scratch*/, std::size_t /*n_scratch*/, std::size_t n) {
+  vector_sort<U64>(keys, n);
+}
+void sort_keys(std::uint32_t* keys, std::uint32_t* /*scratch*/, std::size_t /*n_scratch*/, std::size_t n) {
+  vector_sort<U32>(keys, n);
+}
 std::size_t sort_keys_scratch(std::size_t /*n*/) { return 0; }
 #else
-void sort_keys(std::uint64_t* keys, std::uint64_t* scratch, std::size_t n) {
-  const std::uint64_t* out = ::nfhep::detail::radix_sort_u64(keys, scratch, n);
+namespace {
+/// Scratch for the radix sort: the caller's if large enough, else owned here (plain new[]: no std::
+/// templates in the per-ISA sources).
+template <class K>
+class Scratch {
+ public:
+  Scratch(K* given, std::size_t n_given, std::size_t n) : owned_(n_given < n ? new K[n] : nullptr) {
+    ptr_ = owned_ ? owned_ : given;
+  }
+  ~Scratch() { delete[] owned_; }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  K* get() const { return ptr_; }
+
+ private:
+  K* owned_;
+  K* ptr_;
+};
+}  // namespace
+
+void sort_keys(std::uint64_t* keys, std::uint64_t* scratch, std::size_t n_scratch, std::size_t n) {
+  const Scratch<std::uint64_t> s(scratch, n_scratch, n);
+  const std::uint64_t* out = ::nfhep::detail::radix_sort_u64(keys, s.get(), n);
   if (out != keys) std::memcpy(keys, out, n * sizeof(std::uint64_t));
 }
-void sort_keys(std::uint32_t* keys, std::uint32_t* scratch, std::size_t n) {
-  const std::uint32_t* out = ::nfhep::detail::radix_sort_u32(keys, scratch, n);
+void sort_keys(std::uint32_t* keys, std::uint32_t* scratch, std::size_t n_scratch, std::size_t n) {
+  const Scratch<std::uint32_t> s(scratch, n_scratch, n);
+  const std::uint32_t* out = ::nfhep::detail::radix_sort_u32(keys, s.get(), n);
   if (out != keys) std::memcpy(keys, out, n * sizeof(std::uint32_t));
 }
 std::size_t sort_keys_scratch(std::size_t n) { return n; }
