@@ -259,7 +259,32 @@ void bind_metrics(pyb::module_& m) {
         }
         return out;
       },
-      pyb::arg("a"), "A sorted copy of a 1-D float32/float64 array (LSD radix sort; NaN not allowed).");
+      pyb::arg("a"), "A sorted copy of a 1-D float32/float64 array (MSD radix sort; NaN not allowed).");
+
+  m.def(
+      "sort",
+      [](const pyb::object& a) {
+        const char* func = "sort";
+        pyb::array arr = nfhep::py::as_array(a, func, "a");
+        const bool f32 = nfhep::py::is_float32(arr, func, "a");
+        nfhep::py::require_ndim(arr, 1, func, "a", "(n,)");
+        nfhep::py::require_contiguous(arr, func, "a");
+        const std::size_t n = static_cast<std::size_t>(arr.shape(0));
+        pyb::array out = nfhep::py::new_array(f32, {arr.shape(0)});
+        std::memcpy(out.mutable_data(), arr.data(), n * (f32 ? 4 : 8));
+        void* o = out.mutable_data();
+        {
+          pyb::gil_scoped_release nogil;
+          if (f32)
+            nfhep::sort(static_cast<float*>(o), n);
+          else
+            nfhep::sort(static_cast<double*>(o), n);
+        }
+        return out;
+      },
+      pyb::arg("a"),
+      "A sorted copy of a 1-D float32/float64 array with the metrics' key sort for the active SIMD level "
+      "(AVX-512 vectorised quicksort, else the radix sort; -0.0 comes out as +0.0; NaN not allowed).");
 
 
   // Null distributions of KS statistics (the asymptotic p-values of nfhep.metrics.ks_2samp).

@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "nfhep/math/sort_keys.hpp"
+#include "sort_isa.hpp"
 
 namespace nfhep {
 namespace {
@@ -108,9 +110,30 @@ void sort_floats(T* data, std::size_t n, double* values) {
   if (values && vout != values) std::memcpy(values, vout, n * sizeof(double));
 }
 
+template <class T, class K>
+void sort_dispatch(T* data, std::size_t n) {
+  if (n < 2) return;
+  const std::size_t n_scratch = detail::sort_keys_scratch(n);
+  std::unique_ptr<K[]> keys(new K[n]), scratch(new K[n_scratch > 0 ? n_scratch : 1]);  // not zero-filled
+  for (std::size_t i = 0; i < n; ++i) keys[i] = math::to_ordered(data[i]);
+  if constexpr (sizeof(K) == 8)
+    detail::sort_keys_u64(keys.get(), scratch.get(), n_scratch, n);
+  else
+    detail::sort_keys_u32(keys.get(), scratch.get(), n_scratch, n);
+  for (std::size_t i = 0; i < n; ++i) data[i] = math::from_ordered(keys[i]);
+}
+
 }  // namespace
 
 namespace detail {
+void sort_keys_u64(std::uint64_t* keys, std::uint64_t* scratch, std::size_t n_scratch, std::size_t n) {
+  NFHEP_DISPATCH(sort_keys, keys, scratch, n_scratch, n);
+}
+void sort_keys_u32(std::uint32_t* keys, std::uint32_t* scratch, std::size_t n_scratch, std::size_t n) {
+  NFHEP_DISPATCH(sort_keys, keys, scratch, n_scratch, n);
+}
+std::size_t sort_keys_scratch(std::size_t n) { NFHEP_DISPATCH(sort_keys_scratch, n); }
+
 std::uint64_t* radix_sort_u64(std::uint64_t* keys, std::uint64_t* scratch, std::size_t n, double* values,
                               double* value_scratch, double** values_out) {
   return radix_sort_impl<std::uint64_t>(keys, scratch, n, values, value_scratch, values_out);
@@ -121,6 +144,8 @@ std::uint32_t* radix_sort_u32(std::uint32_t* keys, std::uint32_t* scratch, std::
 }
 }  // namespace detail
 
+void sort(double* data, std::size_t n) { sort_dispatch<double, std::uint64_t>(data, n); }
+void sort(float* data, std::size_t n) { sort_dispatch<float, std::uint32_t>(data, n); }
 void radix_sort(double* data, std::size_t n) { sort_floats<double, std::uint64_t>(data, n, nullptr); }
 void radix_sort(float* data, std::size_t n) { sort_floats<float, std::uint32_t>(data, n, nullptr); }
 void radix_sort_pairs(double* keys, double* values, std::size_t n) {

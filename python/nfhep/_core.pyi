@@ -168,4 +168,6 @@ class metrics:
     @staticmethod
     def ks_exact_equal_sf(h: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.float64]: ...  # D = h/n
     @staticmethod
+    def sort(a: _Array) -> _Array: ...
+    @staticmethod
     def cuda_compiled() -> bool: ...

@@ -5,10 +5,11 @@ al., arXiv:2302.12024): Kolmogorov-Smirnov tests per dimension, sliced Wasserste
 Wasserstein distances, Frobenius norm of the correlation difference, Anderson-Darling k-sample test,
 highest-density intervals (HPDI) and their relative error (HPDIe), mean and covariance differences.
 
-Sorting (an LSD radix sort on the order-preserving bit pattern of floats), the ECDF merges and the
-projections run in C++ on nfhep's threads (``nfhep.set_num_threads``); results do not depend on the
-thread count. Type policy: see ``nfhep.metrics._validate`` (float32/float64 as given; other dtypes and
-mixed pairs converted to float64; weights converted to float64).
+Sorting (of the order-preserving bit patterns of the floats: an AVX-512 vectorised quicksort where the
+CPU has it, else an MSD radix sort; same output bits), the ECDF merges and the projections run in C++
+on nfhep's threads (``nfhep.set_num_threads``); results do not depend on the thread count. Type policy:
+see ``nfhep.metrics._validate`` (float32/float64 as given; other dtypes and mixed pairs converted to
+float64; weights converted to float64).
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def ks_2samp(
     p-value is asymptotic with Kish's effective sizes :math:`n_{\rm eff} = (\sum w)^2 / \sum w^2`
     (no exact null distribution exists for weighted ECDFs; ``method='exact'`` is then an error).
 
-    The statistics are computed in C++ (radix sort + merge per dimension, in parallel); p-values follow
+    The statistics are computed in C++ (key sort + merge per dimension, in parallel); p-values follow
     scipy's rules (see :func:`ks_pvalue`): the asymptotic ones come from the C++ core too (all columns in
     one parallel call), the exact ones (``max(n1, n2) <= 10000`` with ``method='auto'``) from the C++ core
     for two-sided tests with ``n1 == n2`` and from scipy's path counting otherwise. Under H0 the p-values
@@ -314,7 +315,7 @@ def sliced_wasserstein(
     equals POT's ``ot.sliced_wasserstein_distance(..., p=1)`` (whose default p = 2 differs).
     References: arXiv:2309.09743 (validation of NF likelihoods), Bonneel et al. 2015 (sliced distances).
 
-    The projection (a blocked, vectorised matrix product accumulated in float64) and the radix sorts run
+    The projection (a blocked, vectorised matrix product accumulated in float64) and the key sorts run
     in C++; directions are processed in blocks so the projections take at most ~256 MiB. ``device='cuda'``
     runs projection and sorts on a GPU when nfhep was built with ``NFHEP_CUDA=ON`` (compile-checked only:
     no GPU was available to run it during development).
