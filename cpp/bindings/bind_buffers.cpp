@@ -5,7 +5,7 @@
 // array dies, so a loop over large batches (a flow evaluated on 10^6-event chunks, a backward pass writing
 // an (N, D, 3K-1) parameter gradient) pays the page faults and the zeroing on every call: measured here
 // ~18 ns per element of the RQS backward on top of its 37 ns of work. Arrays of >= 4 MiB therefore come
-// from anonymous mappings (2 MiB aligned, transparent huge pages requested) that go back into a small
+// from anonymous mappings (2 MiB aligned) that go back into a small
 // cache when their array is freed, and the next request of a similar size (within +25%) reuses one.
 //
 // Bounded: the cache holds at most `limit` bytes of freed buffers (default a quarter of the physical
@@ -74,11 +74,13 @@ Cache& cache() {
   return *c;
 }
 
+// A buffer of at least nbytes, or nullptr when the cache is disabled (limit 0: plain numpy arrays).
 Block* acquire(std::size_t nbytes) {
   const std::size_t want = (nbytes + kHuge - 1) / kHuge * kHuge;
   Cache& c = cache();
   {
     std::lock_guard<std::mutex> lock(c.m);
+    if (c.limit == 0) return nullptr;
     auto best = c.blocks.end();
     for (auto it = c.blocks.begin(); it != c.blocks.end(); ++it)
       if (it->bytes >= want && it->bytes <= want + want / 4 && (best == c.blocks.end() || it->bytes < best->bytes))
@@ -92,14 +94,14 @@ Block* acquire(std::size_t nbytes) {
     }
     ++c.misses;
   }
+  // No MADV_HUGEPAGE: with the common THP setting "defrag=madvise" a fault in such a region compacts
+  // memory synchronously when no huge page is free, and on this machine that stalled whole backward passes
+  // for seconds (/proc/vmstat compact_stall). Reuse from the cache already removes the faults that matter.
   const std::size_t mapped = want + kHuge;
   void* base = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED) throw std::bad_alloc();
   const std::uintptr_t a = (reinterpret_cast<std::uintptr_t>(base) + kHuge - 1) & ~static_cast<std::uintptr_t>(kHuge - 1);
   void* data = reinterpret_cast<void*>(a);
-#if defined(MADV_HUGEPAGE)
-  madvise(data, want, MADV_HUGEPAGE);  // a hint: fewer, larger page faults; ignored where unsupported
-#endif
   return new Block{base, mapped, data, want};
 }
 
@@ -125,11 +127,11 @@ pyb::array new_array(bool f32, const std::vector<pyb::ssize_t>& shape) {
   std::size_t n = 1;
   for (pyb::ssize_t s : shape) n *= static_cast<std::size_t>(s);
   const std::size_t nbytes = n * (f32 ? sizeof(float) : sizeof(double));
-  if (nbytes < kMinCached || cache().limit == 0) {
+  Block* b = nbytes < kMinCached ? nullptr : acquire(nbytes);
+  if (b == nullptr) {
     if (f32) return pyb::array_t<float>(shape);
     return pyb::array_t<double>(shape);
   }
-  Block* b = acquire(nbytes);
   pyb::capsule owner(b, [](void* p) { release(static_cast<Block*>(p)); });
   if (f32) return pyb::array_t<float>(shape, static_cast<float*>(b->data), owner);
   return pyb::array_t<double>(shape, static_cast<double*>(b->data), owner);
