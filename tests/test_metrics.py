@@ -478,3 +478,35 @@ def test_fpd_kpd(rng):
         - 2 * sum(k(a[i], b[j]) for i in range(7) for j in range(7)) / 49
     )
     assert M.kpd(a, b, batch_size=7, num_batches=1).value == pytest.approx(ref, rel=1e-12)
+
+
+# --- the unweighted KS statistic without full sorts (metrics.cpp: ks_bucketed) ----------------------
+# It must give the same bits as the sort-and-merge path, which unit weights select (their cumulative sums
+# are exact integers, so F = count / n either way), and as scipy, on data made to stress its bounds:
+# heavy ties, heavy tails, a value range near overflow, a single repeated value, float32, tiny samples.
+def _ks_stress_cases(rng):
+    yield rng.normal(size=(30000, 3)), rng.normal(0.02, 1.0, size=(20000, 3))
+    yield rng.integers(0, 5, size=(3000, 2)).astype(float), rng.integers(0, 6, size=(2500, 2)).astype(float)
+    yield rng.standard_cauchy(size=(6000, 2)), 1.1 * rng.standard_cauchy(size=(5000, 2))
+    big = np.concatenate([rng.normal(size=(2000, 2)), np.full((5, 2), 1e308), np.full((5, 2), -1e308)])
+    yield big, rng.normal(size=(1500, 2))
+    yield np.full((50, 2), 3.0), np.full((70, 2), 3.0)
+    yield np.array([[0.0], [-0.0], [1.0]]), np.array([[-0.0], [2.0]])
+    yield rng.normal(size=(1, 2)), rng.normal(size=(5, 2))
+    yield rng.normal(size=(4000, 2)).astype(np.float32), rng.normal(0.1, 1, size=(3000, 2)).astype(np.float32)
+    yield rng.exponential(size=(50000, 1)) ** 3, rng.exponential(size=(40000, 1)) ** 3
+
+
+def test_ks_without_full_sort_matches_sorted_path_and_scipy():
+    from scipy import stats
+
+    rng = np.random.default_rng(77)
+    for x, y in _ks_stress_cases(rng):
+        dp, dm = _core.metrics.ks_statistics(x, y)
+        wdp, wdm = _core.metrics.ks_statistics(x, y, weights_x=np.ones(len(x)), weights_y=np.ones(len(y)))
+        np.testing.assert_array_equal(dp, wdp)
+        np.testing.assert_array_equal(dm, wdm)
+        for d in range(x.shape[1]):
+            g = stats.ks_2samp(x[:, d], y[:, d], alternative="greater", method="asymp").statistic
+            le = stats.ks_2samp(x[:, d], y[:, d], alternative="less", method="asymp").statistic
+            assert dp[d] == g and dm[d] == le, (x.shape, y.shape, d)

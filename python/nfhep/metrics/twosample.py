@@ -194,7 +194,9 @@ def ks_2samp(
     p-value is asymptotic with Kish's effective sizes :math:`n_{\rm eff} = (\sum w)^2 / \sum w^2`
     (no exact null distribution exists for weighted ECDFs; ``method='exact'`` is then an error).
 
-    The statistics are computed in C++ (key sort + merge per dimension, in parallel); p-values follow
+    The statistics are computed in C++, per dimension and in parallel: without weights by an exact
+    bucket bound (two passes over the column; only the few value buckets that could hold the supremum
+    are sorted; bit-identical to a full sort), with weights by key sort + merge. p-values follow
     scipy's rules (see :func:`ks_pvalue`): the asymptotic ones come from the C++ core too (all columns in
     one parallel call), the exact ones (``max(n1, n2) <= 10000`` with ``method='auto'``) from the C++ core
     for two-sided tests with ``n1 == n2`` and from scipy's path counting otherwise. Under H0 the p-values
