@@ -5,7 +5,7 @@
 // array dies, so a loop over large batches (a flow evaluated on 10^6-event chunks, a backward pass writing
 // an (N, D, 3K-1) parameter gradient) pays the page faults and the zeroing on every call: measured here
 // ~18 ns per element of the RQS backward on top of its 37 ns of work. Arrays of >= 4 MiB therefore come
-// from anonymous mappings (2 MiB aligned) that go back into a small
+// from anonymous mappings (2 MiB aligned, transparent huge pages requested) that go back into a small
 // cache when their array is freed, and the next request of a similar size (within +25%) reuses one.
 //
 // Bounded: the cache holds at most `limit` bytes of freed buffers (default a quarter of the physical
@@ -94,14 +94,16 @@ Block* acquire(std::size_t nbytes) {
     }
     ++c.misses;
   }
-  // No MADV_HUGEPAGE: with the common THP setting "defrag=madvise" a fault in such a region compacts
-  // memory synchronously when no huge page is free, and on this machine that stalled whole backward passes
-  // for seconds (/proc/vmstat compact_stall). Reuse from the cache already removes the faults that matter.
   const std::size_t mapped = want + kHuge;
   void* base = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED) throw std::bad_alloc();
   const std::uintptr_t a = (reinterpret_cast<std::uintptr_t>(base) + kHuge - 1) & ~static_cast<std::uintptr_t>(kHuge - 1);
   void* data = reinterpret_cast<void*>(a);
+#if defined(MADV_HUGEPAGE)
+  // A hint (as numpy gives for its large arrays): 512x fewer first-touch faults. Measured, 10^6 x 28
+  // float32 fwd+bwd through the autograd Function: 0.98 s with it, 1.46 s without.
+  madvise(data, want, MADV_HUGEPAGE);
+#endif
   return new Block{base, mapped, data, want};
 }
 
