@@ -238,54 +238,37 @@ void bind_metrics(pyb::module_& m) {
       pyb::arg("x"), pyb::arg("probs"), pyb::kw_only(), pyb::arg("weights") = pyb::none(),
       pyb::arg("check_finite") = true, "Shortest intervals (lo, hi), each (n_probs, D).");
 
-  m.def(
-      "radix_sort",
-      [](const pyb::object& a) {
-        const char* func = "radix_sort";
-        pyb::array arr = nfhep::py::as_array(a, func, "a");
-        const bool f32 = nfhep::py::is_float32(arr, func, "a");
-        nfhep::py::require_ndim(arr, 1, func, "a", "(n,)");
-        nfhep::py::require_contiguous(arr, func, "a");
-        const std::size_t n = static_cast<std::size_t>(arr.shape(0));
-        pyb::array out = nfhep::py::new_array(f32, {arr.shape(0)});
-        std::memcpy(out.mutable_data(), arr.data(), n * (f32 ? 4 : 8));
-        void* o = out.mutable_data();
-        {
-          pyb::gil_scoped_release nogil;
-          if (f32)
-            nfhep::radix_sort(static_cast<float*>(o), n);
-          else
-            nfhep::radix_sort(static_cast<double*>(o), n);
-        }
-        return out;
-      },
-      pyb::arg("a"), "A sorted copy of a 1-D float32/float64 array (MSD radix sort; NaN not allowed).");
-
-  m.def(
-      "sort",
-      [](const pyb::object& a) {
-        const char* func = "sort";
-        pyb::array arr = nfhep::py::as_array(a, func, "a");
-        const bool f32 = nfhep::py::is_float32(arr, func, "a");
-        nfhep::py::require_ndim(arr, 1, func, "a", "(n,)");
-        nfhep::py::require_contiguous(arr, func, "a");
-        const std::size_t n = static_cast<std::size_t>(arr.shape(0));
-        pyb::array out = nfhep::py::new_array(f32, {arr.shape(0)});
-        std::memcpy(out.mutable_data(), arr.data(), n * (f32 ? 4 : 8));
-        void* o = out.mutable_data();
-        {
-          pyb::gil_scoped_release nogil;
-          if (f32)
-            nfhep::sort(static_cast<float*>(o), n);
-          else
-            nfhep::sort(static_cast<double*>(o), n);
-        }
-        return out;
-      },
-      pyb::arg("a"),
-      "A sorted copy of a 1-D float32/float64 array with the metrics' key sort for the active SIMD level "
-      "(AVX-512 vectorised quicksort, else the radix sort; -0.0 comes out as +0.0; NaN not allowed).");
-
+  // A sorted copy of a 1-D float array with one of the core's sorts (radix_sort, sort).
+  auto sorted_copy = [](const char* func, void (*sort32)(float*, std::size_t), void (*sort64)(double*, std::size_t)) {
+    return [func, sort32, sort64](const pyb::object& a) {
+      pyb::array arr = nfhep::py::as_array(a, func, "a");
+      const bool f32 = nfhep::py::is_float32(arr, func, "a");
+      nfhep::py::require_ndim(arr, 1, func, "a", "(n,)");
+      nfhep::py::require_contiguous(arr, func, "a");
+      const std::size_t n = static_cast<std::size_t>(arr.shape(0));
+      pyb::array out = nfhep::py::new_array(f32, {arr.shape(0)});
+      std::memcpy(out.mutable_data(), arr.data(), n * (f32 ? 4 : 8));
+      void* o = out.mutable_data();
+      {
+        pyb::gil_scoped_release nogil;
+        if (f32)
+          sort32(static_cast<float*>(o), n);
+        else
+          sort64(static_cast<double*>(o), n);
+      }
+      return out;
+    };
+  };
+  m.def("radix_sort",
+        sorted_copy("radix_sort", static_cast<void (*)(float*, std::size_t)>(&nfhep::radix_sort),
+                    static_cast<void (*)(double*, std::size_t)>(&nfhep::radix_sort)),
+        pyb::arg("a"), "A sorted copy of a 1-D float32/float64 array (MSD radix sort; NaN not allowed).");
+  m.def("sort",
+        sorted_copy("sort", static_cast<void (*)(float*, std::size_t)>(&nfhep::sort),
+                    static_cast<void (*)(double*, std::size_t)>(&nfhep::sort)),
+        pyb::arg("a"),
+        "A sorted copy of a 1-D float32/float64 array with the metrics' key sort for the active SIMD level "
+        "(AVX-512 vectorised quicksort, else the radix sort; -0.0 comes out as +0.0; NaN not allowed).");
 
   // Null distributions of KS statistics (the asymptotic p-values of nfhep.metrics.ks_2samp).
   auto stat_array = [](const pyb::object& d, const char* func) {
