@@ -97,6 +97,28 @@ nfhep::metrics::Device parse_device(const std::string& d) {
   throw pyb::value_error("argument 'device' must be 'cpu' or 'cuda', got '" + d + "'");
 }
 
+// The distribution functions' bindings: validate a 1-D contiguous array of In named `arg`, then
+// out = fn(in, k, out) over its k values without the GIL.
+template <class In, class Fn>
+pyb::array_t<double> map_1d(const pyb::object& obj, const char* func, const char* arg, const char* dtype_name,
+                            Fn&& fn) {
+  pyb::array arr = nfhep::py::as_array(obj, func, arg);
+  if (!arr.dtype().equal(pyb::dtype::of<In>()))
+    throw pyb::type_error(std::string(func) + ": argument '" + arg + "' must have dtype " + dtype_name +
+                          ", got " + nfhep::py::dtype_str(arr));
+  nfhep::py::require_ndim(arr, 1, func, arg, "(k,)");
+  nfhep::py::require_contiguous(arr, func, arg);
+  const auto k = static_cast<std::size_t>(arr.shape(0));
+  pyb::array_t<double> out(arr.shape(0));
+  const In* in = static_cast<const In*>(arr.data());
+  double* o = out.mutable_data();
+  {
+    pyb::gil_scoped_release nogil;
+    fn(in, k, o);
+  }
+  return out;
+}
+
 }  // namespace
 
 void bind_metrics(pyb::module_& m) {
@@ -271,67 +293,31 @@ void bind_metrics(pyb::module_& m) {
         "(AVX-512 vectorised quicksort, else the radix sort; -0.0 comes out as +0.0; NaN not allowed).");
 
   // Null distributions of KS statistics (the asymptotic p-values of nfhep.metrics.ks_2samp).
-  auto stat_array = [](const pyb::object& d, const char* func) {
-    pyb::array arr = nfhep::py::as_array(d, func, "d");
-    if (!arr.dtype().equal(pyb::dtype::of<double>()))
-      throw pyb::type_error(std::string(func) + ": argument 'd' must have dtype float64, got " +
-                            nfhep::py::dtype_str(arr));
-    nfhep::py::require_ndim(arr, 1, func, "d", "(k,)");
-    nfhep::py::require_contiguous(arr, func, "d");
-    return arr;
-  };
   m.def(
       "kstwo_sf",
-      [stat_array](const pyb::object& d, double n) {
-        pyb::array arr = stat_array(d, "kstwo_sf");
-        const auto k = static_cast<std::size_t>(arr.shape(0));
-        pyb::array_t<double> out(arr.shape(0));
-        const double* in = static_cast<const double*>(arr.data());
-        double* o = out.mutable_data();
-        {
-          pyb::gil_scoped_release nogil;
+      [](const pyb::object& d, double n) {
+        return map_1d<double>(d, "kstwo_sf", "d", "float64", [n](const double* in, std::size_t k, double* o) {
           nfhep::metrics::kstwo_sf(in, k, n, o);
-        }
-        return out;
+        });
       },
       pyb::arg("d"), pyb::arg("n"),
       "P(D_n >= d) of the two-sided one-sample KS statistic, per element of d (scipy.stats.kstwo.sf).");
   m.def(
       "smirnov_sf",
-      [stat_array](const pyb::object& d, std::int64_t n) {
-        pyb::array arr = stat_array(d, "smirnov_sf");
-        const auto k = static_cast<std::size_t>(arr.shape(0));
-        pyb::array_t<double> out(arr.shape(0));
-        const double* in = static_cast<const double*>(arr.data());
-        double* o = out.mutable_data();
-        {
-          pyb::gil_scoped_release nogil;
+      [](const pyb::object& d, std::int64_t n) {
+        return map_1d<double>(d, "smirnov_sf", "d", "float64", [n](const double* in, std::size_t k, double* o) {
           nfhep::metrics::smirnov_sf(in, k, n, o);
-        }
-        return out;
+        });
       },
       pyb::arg("d"), pyb::arg("n"),
       "P(D_n^+ >= d) of the one-sided one-sample KS statistic, per element of d (scipy.special.smirnov).");
-
   m.def(
       "ks_exact_equal_sf",
       [](const pyb::object& h, std::int64_t n) {
-        const char* func = "ks_exact_equal_sf";
-        pyb::array arr = nfhep::py::as_array(h, func, "h");
-        if (!arr.dtype().equal(pyb::dtype::of<std::int64_t>()))
-          throw pyb::type_error(std::string(func) + ": argument 'h' must have dtype int64, got " +
-                                nfhep::py::dtype_str(arr));
-        nfhep::py::require_ndim(arr, 1, func, "h", "(k,)");
-        nfhep::py::require_contiguous(arr, func, "h");
-        const auto k = static_cast<std::size_t>(arr.shape(0));
-        pyb::array_t<double> out(arr.shape(0));
-        const auto* in = static_cast<const std::int64_t*>(arr.data());
-        double* o = out.mutable_data();
-        {
-          pyb::gil_scoped_release nogil;
-          nfhep::metrics::ks_exact_equal_sf(in, k, n, o);
-        }
-        return out;
+        return map_1d<std::int64_t>(h, "ks_exact_equal_sf", "h", "int64",
+                                    [n](const std::int64_t* in, std::size_t k, double* o) {
+                                      nfhep::metrics::ks_exact_equal_sf(in, k, n, o);
+                                    });
       },
       pyb::arg("h"), pyb::arg("n"),
       "Exact two-sided two-sample KS p-values for n1 = n2 = n and D = h/n, per element of h (as scipy).");
