@@ -339,11 +339,8 @@ void ks_bucketed(const K* ka, std::size_t na_, const K* kb, std::size_t nb_, Wor
     std::size_t q = 0;
     for (std::size_t j = 0; j < nb_; ++j)
       if (cand[bucket(kb[j])]) sb[q++] = kb[j];
-    std::vector<K>& scratch = wk.ky2;
-    const K* a = sort_keys<K>(sa.data(), scratch, sel_a, nullptr, nullptr, nullptr);
-    if (a != sa.data()) std::copy(a, a + sel_a, sa.data());
-    const K* bsorted = sort_keys<K>(sb.data(), scratch, sel_b, nullptr, nullptr, nullptr);
-    if (bsorted != sb.data()) std::copy(bsorted, bsorted + sel_b, sb.data());
+    sort_keys<K>(sa.data(), wk.ky2, sel_a, nullptr, nullptr, nullptr);  // without payload: in place
+    sort_keys<K>(sb.data(), wk.ky2, sel_b, nullptr, nullptr, nullptr);
     // Walk each candidate bucket with the counts of all earlier buckets as offsets (ks_merge's loop).
     std::size_t pa = 0, pb = 0;
     I = 0;
