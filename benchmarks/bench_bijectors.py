@@ -18,7 +18,13 @@ strict floor) and into a fresh tensor (which, like the kernels' fresh outputs, a
 
 Every contender runs in a fresh subprocess (``--worker``), so that its peak resident memory (``ru_maxrss``
 of that child) is its own; all use the same thread count (``torch.set_num_threads`` and
-``nfhep.set_num_threads``). Times are the best of a few repetitions (one when a call takes > 5 s).
+``nfhep.set_num_threads``). Every contender first makes one untimed call on the full problem (its
+steady state: lazy initialisation, thread pools, allocator caches and the first touch of fresh pages,
+which on some virtual machines costs over 100 µs per page), then the timed repetitions: the best of a
+few (one when a call takes > 5 s). ``--warmup small`` warms up on 1,000 rows only (the older protocol).
+
+Memory: ``peak`` is the child's ``ru_maxrss``; ``extra`` is that peak minus the resident memory after
+the inputs were made, i.e. what the operation itself needs (its outputs included).
 
 The anchors need far more memory than nfhep (zuko's forward+backward at 10^6 x 28 in float32 needs
 ~18 GiB): each anchor's memory per element is calibrated on a small run, and anchors that would exceed
@@ -115,18 +121,24 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
         elems = _traffic_elements(bij, op, n, d, p)
         src = torch.empty((elems + 1) // 2, dtype=dtype)
         src.normal_()
+        base_gib = _maxrss_gib()
         if who == "copy-prealloc":
             dst = torch.empty_like(src)
-            dst.copy_(src)  # touch the pages once
-            return _time_reps(lambda: dst.copy_(src), reps)
+            dst.copy_(src)  # touch the pages once (the warm-up)
+            out = _time_reps(lambda: dst.copy_(src), reps)
         else:
 
             def fresh() -> None:
                 state["out"] = src.clone()
 
-            return _time_reps(fresh, reps, lambda: state.clear())
+            fresh()  # warm-up
+            state.clear()
+            out = _time_reps(fresh, reps, lambda: state.clear())
+        out["base_gib"] = base_gib
+        return out
 
     x_full, params_full = _make_inputs(torch, n, d, p, dtype, seed=1234)
+    base_gib = _maxrss_gib()
     grad = op == "fwd+bwd"
 
     def make_call(x: Any, params: Any) -> Any:
@@ -208,12 +220,25 @@ def run_worker(cfg: dict[str, Any]) -> dict[str, Any]:
 
         return fwd
 
-    # warm-up on a small slice (lazy initialisation, thread pools), then the timed runs on the full size
-    m = min(n, 1000)
-    make_call(x_full[:m].clone(), params_full[:m].clone())()
-    state.clear()
-    call = make_call(x_full, params_full)
-    return _time_reps(call, reps, lambda: state.clear())
+    # warm-up: one untimed call (on the full problem by default), then the timed runs on the full size
+    if cfg.get("warmup", "full") == "full":
+        call = make_call(x_full, params_full)
+        call()
+        state.clear()
+    else:
+        m = min(n, 1000)
+        make_call(x_full[:m].clone(), params_full[:m].clone())()
+        state.clear()
+        call = make_call(x_full, params_full)
+    out = _time_reps(call, reps, lambda: state.clear())
+    out["base_gib"] = base_gib
+    return out
+
+
+def _maxrss_gib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB  # Linux: KiB
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -233,6 +258,13 @@ class Result:
     note: str = ""
     times: list[float] = field(default_factory=list)
     cpu_seconds: float | None = None
+    base_gib: float | None = None
+
+    @property
+    def extra_gib(self) -> float | None:
+        if self.peak_gib is None or self.base_gib is None:
+            return None
+        return max(0.0, self.peak_gib - self.base_gib)
 
 
 def spawn(cfg: dict[str, Any], timeout: float) -> tuple[dict[str, Any] | None, float, str]:
@@ -346,6 +378,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="cap on a worker's predicted peak memory (default: min(14, 0.75 x MemAvailable))",
     )
+    ap.add_argument(
+        "--warmup",
+        choices=("full", "small"),
+        default="full",
+        help="untimed warm-up call per contender: on the full problem (default; steady state) or on 1,000 rows",
+    )
     ap.add_argument("--quick", action="store_true", help="1e5 rows, 1 repetition, small calibration")
     ap.add_argument("--skip", default="", help="comma-separated contenders to leave out (e.g. zuko,nflows)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per worker (default 1800)")
@@ -382,7 +420,13 @@ def main(argv: list[str] | None = None) -> int:
                 out.append(f"{mod} missing")
         return ", ".join(out)
 
-    base = {"dims": args.dims, "bins": args.bins, "bound": args.bound, "threads": args.threads}
+    base = {
+        "dims": args.dims,
+        "bins": args.bins,
+        "bound": args.bound,
+        "threads": args.threads,
+        "warmup": args.warmup,
+    }
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     log(f"rows={rows} dims={args.dims} bins={args.bins} threads={args.threads} budget={budget:.1f} GiB")
 
@@ -432,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             note or err,
             res["times"] if res else [],
             min(res["cpu"]) if res else None,
+            res.get("base_gib") if res else None,
         )
         log(
             f"{bij:6s} {dt} {op:8s} {who:14s} rows={n:>8d} s={fmt_s(r.seconds):>7s} "
@@ -495,9 +540,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{versions()}"
     )
     add(
-        f"- times: best of {reps} (one repetition when a call takes > 5 s); peak = ru_maxrss of the "
+        f"- times: one untimed warm-up call ({'full problem' if args.warmup == 'full' else '1,000 rows'}), "
+        f"then best of {reps} (one repetition when a call takes > 5 s); peak = ru_maxrss of the "
         "contender's own process (includes its inputs: x and params are "
-        f"{rows * args.dims * (3 * args.bins) * 4 / GIB:.2f} GiB in float32 at N rows)"
+        f"{rows * args.dims * (3 * args.bins) * 4 / GIB:.2f} GiB in float32 at N rows); extra = peak minus "
+        "the resident memory once the inputs exist (what the operation needs, its outputs included)"
     )
     add(
         f"- memory budget per process {budget:.1f} GiB: anchors that need more ran at fewer rows (column "
@@ -513,20 +560,21 @@ def main(argv: list[str] | None = None) -> int:
         add("")
         if bij == "rqs":
             add(
-                "| dtype | op | contender | rows | seconds | CPU s | peak GiB | vs zuko | vs nflows "
-                "| vs torch path | note |"
+                "| dtype | op | contender | rows | seconds | CPU s | peak GiB | extra GiB | vs zuko "
+                "| vs nflows | vs torch path | note |"
             )
-            add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+            add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         else:
             add(
-                "| dtype | op | contender | rows | seconds | CPU s | peak GiB | × copy (prealloc) "
-                "| × copy (fresh) | note |"
+                "| dtype | op | contender | rows | seconds | CPU s | peak GiB | extra GiB "
+                "| × copy (prealloc) | × copy (fresh) | note |"
             )
-            add("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+            add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for dt in dtypes:
             for op in OPS:
                 for r in [r for r in results if r.bijector == bij and r.dtype == dt and r.op == op]:
                     peak = f"{r.peak_gib:.2f}" if r.peak_gib is not None else "—"
+                    peak += f" | {r.extra_gib:.2f}" if r.extra_gib is not None else " | —"
                     if bij == "rqs":
                         ratios = []
                         for anchor in ("zuko", "nflows", "torch-path"):
@@ -562,10 +610,19 @@ def main(argv: list[str] | None = None) -> int:
                         )
         add("")
     # peak memory vs zuko at equal rows
-    add("## peak memory, nfhep (autograd Function) vs zuko at equal rows")
+    add("## memory, nfhep (autograd Function) vs zuko at equal rows")
     add("")
-    add("| dtype | op | rows | nfhep GiB | zuko GiB | nfhep / zuko | inputs GiB |")
-    add("|---|---|---:|---:|---:|---:|---:|")
+    add(
+        "inputs = x and the (N, D, 3K−1) parameters; required outputs = y and log|det| (forward, inverse), "
+        "plus the gradients of x and of the parameters (fwd+bwd): the bytes any implementation must hold."
+    )
+    add("")
+    add(
+        "| dtype | op | rows | inputs GiB | required outputs GiB | nfhep peak | zuko peak | peak ratio "
+        "| nfhep extra | zuko extra | extra ratio | nfhep extra beyond required outputs "
+        "| zuko extra beyond required outputs |"
+    )
+    add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for dt in dtypes:
         isz = 4 if dt == "float32" else 8
         for op in OPS:
@@ -578,10 +635,19 @@ def main(argv: list[str] | None = None) -> int:
             f = find("rqs", dt, op, "nfhep", z.rows)
             if f is None or f.peak_gib is None or z.peak_gib is None:
                 continue
-            inputs = z.rows * args.dims * (3 * args.bins) * isz / GIB
+            p_ = 3 * args.bins - 1
+            inputs = z.rows * args.dims * (1 + p_) * isz / GIB
+            outs = z.rows * args.dims * (2 + (1 + p_ if op == "fwd+bwd" else 0)) * isz / GIB
+            fe, ze = f.extra_gib, z.extra_gib
+            if fe is None or ze is None:
+                extra = "— | — | — | — | —"
+            else:
+                extra = (
+                    f"{fe:.2f} | {ze:.2f} | {fe / ze:.3f} | {max(0.0, fe - outs):.2f} | {max(0.0, ze - outs):.2f}"
+                )
             add(
-                f"| {dt} | {op} | {z.rows:,} | {f.peak_gib:.2f} | {z.peak_gib:.2f} | "
-                f"{f.peak_gib / z.peak_gib:.3f} | {inputs:.2f} |"
+                f"| {dt} | {op} | {z.rows:,} | {inputs:.2f} | {outs:.2f} | {f.peak_gib:.2f} | {z.peak_gib:.2f} | "
+                f"{f.peak_gib / z.peak_gib:.3f} | {extra} |"
             )
     add("")
     text = "\n".join(lines)
