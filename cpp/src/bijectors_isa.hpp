@@ -13,16 +13,19 @@ constexpr int kRqsLanes = 32;
 /// are instantiated in the per-ISA sources: a weak symbol compiled for AVX-512 could be shared by all).
 inline std::size_t rqs_work_size(int K, bool grad) {
   const std::size_t P = static_cast<std::size_t>(3 * K - 1);
-  return ((grad ? 2 : 1) * P + 2 * static_cast<std::size_t>(K)) * kRqsLanes + 16;  // + 64 bytes to align
+  return ((grad ? 3 : 1) * P + 2 * static_cast<std::size_t>(K)) * kRqsLanes + 16;  // + 64 bytes to align
 }
 }  // namespace nfhep::detail
 
 // mode: 0 forward, 1 inverse. grad_out / grad_lad may be null. `work` holds rqs_work_size(K, grad) values.
+// stream: write the parameter gradients with non-temporal stores where the level can (outputs far larger
+// than the caches: no read-for-ownership of every destination line; same values).
 #define NFHEP_BIJECTOR_ISA_DECLS(T)                                                                            \
   void rqs_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, int K,              \
                const ::nfhep::RqsOptions& opt, T* out, T* lad, T* work);                                        \
   void rqs_grad(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,    \
-                std::size_t end, int K, const ::nfhep::RqsOptions& opt, T* gin, T* gparams, T* work);           \
+                std::size_t end, int K, const ::nfhep::RqsOptions& opt, T* gin, T* gparams, T* work,            \
+                bool stream);                                                                                  \
   void affine_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, T* out, T* lad);  \
   void affine_grad(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin, \
                    std::size_t end, T* gin, T* gparams);                                                       \

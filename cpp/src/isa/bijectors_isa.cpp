@@ -165,6 +165,21 @@ template <int L, class T>
 inline bool store_aos_full(const T* src, int P, T* dst) {
   return transpose_block<L, false>(src, P, dst);
 }
+// The same into the 64-byte aligned L1 buffer `buf` (L x P values), then copied to dst with
+// non-temporal stores (dst must be 64-byte aligned; L * P * sizeof(T) is a multiple of 64 for the lane
+// counts used here). The caller ends with a store fence.
+template <int L, class T>
+inline bool store_aos_stream(const T* src, int P, T* dst, T* buf) {
+  const std::size_t bytes = static_cast<std::size_t>(L) * static_cast<std::size_t>(P) * sizeof(T);
+  if ((reinterpret_cast<std::size_t>(dst) & 63) != 0 || (bytes & 63) != 0) return false;
+  transpose_block<L, false>(src, P, buf);
+  const char* s = reinterpret_cast<const char*>(buf);
+  char* d = reinterpret_cast<char*>(dst);
+  for (std::size_t c = 0; c < bytes; c += 64)
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(d + c), _mm512_load_si512(reinterpret_cast<const void*>(s + c)));
+  return true;
+}
+inline void stream_fence() { _mm_sfence(); }
 #else
 template <int L, class T>
 inline bool load_soa_full(const T*, int, T*) {
@@ -174,6 +189,11 @@ template <int L, class T>
 inline bool store_aos_full(const T*, int, T*) {
   return false;
 }
+template <int L, class T>
+inline bool store_aos_stream(const T*, int, T*, T*) {
+  return false;
+}
+inline void stream_fence() {}
 #endif
 
 template <class T, int L>
@@ -253,13 +273,14 @@ void rqs_run_t(int mode, const T* in, const T* params, std::size_t begin, std::s
 
 template <class T>
 void rqs_grad_t(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,
-                std::size_t end, int K, const RqsOptions& opt, T* gin, T* gparams, T* work) {
+                std::size_t end, int K, const RqsOptions& opt, T* gin, T* gparams, T* work, bool stream) {
   constexpr int L = lanes<T>();
   const int P = 3 * K - 1;
   const math::RqsConfig<T> cfg = make_config<T>(K, opt);
   T* prm = align64(work);
   T* gp = prm + static_cast<std::size_t>(P) * L;
   T* scr = gp + static_cast<std::size_t>(P) * L;
+  T* aos = scr + static_cast<std::size_t>(2 * K) * L;  // AoS staging for the non-temporal stores
   alignas(64) T xin[L], go[L], gl[L], gi[L];
   for (std::size_t i = begin; i < end; i += L) {
     const std::size_t m = end - i < static_cast<std::size_t>(L) ? end - i : static_cast<std::size_t>(L);
@@ -273,8 +294,10 @@ void rqs_grad_t(bool inverse, const T* in, const T* params, const T* gout, const
     else
       rqs_block_vjp_ool<T, L, true>(cfg, xin, prm, go, gl, scr, gi, gp);
     for (std::size_t l = 0; l < m; ++l) gin[i + l] = gi[l];
-    store_aos<T, L>(gp, m, P, gparams + i * P);
+    if (!(stream && m == static_cast<std::size_t>(L) && store_aos_stream<L>(gp, P, gparams + i * P, aos)))
+      store_aos<T, L>(gp, m, P, gparams + i * P);
   }
+  if (stream) stream_fence();
 }
 
 template <class T>
@@ -349,8 +372,9 @@ void special_eval_t(int fn, const T* NFHEP_RESTRICT in, std::size_t n, T* NFHEP_
     rqs_run_t<T>(mode, in, params, begin, end, K, opt, out, lad, work);                                         \
   }                                                                                                            \
   void rqs_grad(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,     \
-                std::size_t end, int K, const ::nfhep::RqsOptions& opt, T* gin, T* gparams, T* work) {           \
-    rqs_grad_t<T>(inverse, in, params, gout, glad, begin, end, K, opt, gin, gparams, work);                     \
+                std::size_t end, int K, const ::nfhep::RqsOptions& opt, T* gin, T* gparams, T* work,            \
+                bool stream) {                                                                                 \
+    rqs_grad_t<T>(inverse, in, params, gout, glad, begin, end, K, opt, gin, gparams, work, stream);             \
   }                                                                                                            \
   void affine_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, T* out, T* lad) { \
     affine_run_t<T>(mode, in, params, begin, end, out, lad);                                                    \
