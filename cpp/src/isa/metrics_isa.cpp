@@ -5,8 +5,10 @@
 // stays in L1 while every direction sweeps it; 128 rows spilled to L2 and measured ~20% slower SWD at
 // D = 100); then register blocking: kDirs directions x kLanes rows of accumulators stay in registers while
 // d runs over the tile (one load of the tile feeds kDirs multiply-adds; explicit native vectors). The sum
-// over d runs in the fixed order 0..dim-1 in double, with no FMA contraction (-ffp-contract=off): every
-// ISA level and every thread count gives the same bits.
+// over d runs in the fixed order 0..dim-1 in double: every thread count gives the same bits. On the FMA
+// levels (AVX2, AVX-512) this file is compiled with -ffp-contract=fast, so every step is one
+// fma(w_d, x_d, acc) on both (bitwise identical to each other: tested); the generic level multiplies and
+// adds (differs by rounding, ~1e-16 relative).
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -34,8 +36,8 @@ struct StoreKeys {
 // Native vectors of doubles (GCC/Clang vector extension): zmm under AVX-512, ymm under AVX2, xmm in
 // the generic build; a register block holds kLanes / kW of them per direction. Written with explicit
 // vectors because GCC's auto-vectorisation of scalar lane loops at -mprefer-vector-width=512 produced
-// permute-heavy code (~2000 vpermt2pd) that ran ~15x slower than AVX2. Lane-wise multiply then add (no
-// FMA: -ffp-contract=off), so every level still gives the same bits as the scalar loop.
+// permute-heavy code (~2000 vpermt2pd) that ran ~15x slower than AVX2. Lane-wise multiply-add (one FMA on
+// the FMA levels, contracted by the compiler exactly as in the scalar remainder loop).
 // Register block: kDirs directions x kLanes rows of accumulators. AVX-512 (32 registers) holds 8 x 16
 // (16 independent add chains: enough to cover the add latency on both FP ports, and one tile load feeds
 // 8 multiplies); AVX2 and generic keep 4 x 8. The blocking does not change the order of any sum.
