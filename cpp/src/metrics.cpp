@@ -445,12 +445,19 @@ std::size_t w1_select_dispatch(const K* k, std::size_t n, double vlo, double sca
 /// tested against scipy and the sorted path. Non-finite ranges (check_finite=False with infinities) take
 /// the full sort.
 template <class K>
-double w1_bucketed(K* ka, std::size_t na_, K* kb, std::size_t nb_, Work<K>& wk) {
-  K lo, hi, lo2, hi2;
-  keys_minmax_dispatch<K>(ka, na_, &lo, &hi);
-  keys_minmax_dispatch<K>(kb, nb_, &lo2, &hi2);
-  lo = lo2 < lo ? lo2 : lo;
-  hi = hi2 > hi ? hi2 : hi;
+double w1_bucketed(K* ka, std::size_t na_, K* kb, std::size_t nb_, Work<K>& wk, const K* range_lo = nullptr,
+                   const K* range_hi = nullptr) {
+  K lo, hi;
+  if (range_lo && range_hi) {  // the smallest and largest key of both, already known (projections)
+    lo = *range_lo;
+    hi = *range_hi;
+  } else {
+    K lo2, hi2;
+    keys_minmax_dispatch<K>(ka, na_, &lo, &hi);
+    keys_minmax_dispatch<K>(kb, nb_, &lo2, &hi2);
+    lo = lo2 < lo ? lo2 : lo;
+    hi = hi2 > hi ? hi2 : hi;
+  }
   const double vlo = key_value(lo);
   const double vrange = key_value(hi) - vlo;
   if (!std::isfinite(vlo) || !std::isfinite(vrange)) {
@@ -695,11 +702,27 @@ void check_directions(const double* directions, std::size_t n_dir, std::size_t d
 // cpp/src/isa/metrics_isa.cpp.) All levels give bitwise-identical results.
 #define NFHEP_PROJECT_DISPATCH(fn, ...) NFHEP_DISPATCH(fn, __VA_ARGS__)
 
+/// Keys of the projections (out[j * ld + i]) and, in range[2 j], range[2 j + 1], the smallest and largest
+/// key of each direction (per-chunk extremes from the projection kernel, combined here).
 template <class T>
-void project_keys(const Sample<T>& x, const double* dirs, std::size_t n_dir, std::uint64_t* out, std::size_t ld) {
+void project_keys(const Sample<T>& x, const double* dirs, std::size_t n_dir, std::uint64_t* out, std::size_t ld,
+                  std::uint64_t* range) {
+  const std::size_t n_chunks = (x.n + kProjectChunk - 1) / kProjectChunk;
+  std::vector<std::uint64_t> mm(n_chunks * 2 * n_dir);
   parallel_for(x.n, kProjectChunk, [&](std::size_t b, std::size_t e) {
-    NFHEP_PROJECT_DISPATCH(project_rows_keys, x.data, x.dim, b, e, dirs, n_dir, out, ld);
+    NFHEP_PROJECT_DISPATCH(project_rows_keys, x.data, x.dim, b, e, dirs, n_dir, out, ld,
+                           mm.data() + (b / kProjectChunk) * 2 * n_dir);
   });
+  for (std::size_t j = 0; j < n_dir; ++j) {
+    std::uint64_t lo = ~std::uint64_t{0}, hi = 0;
+    for (std::size_t c = 0; c < n_chunks; ++c) {
+      const std::uint64_t* m = mm.data() + c * 2 * n_dir + 2 * j;
+      lo = m[0] < lo ? m[0] : lo;
+      hi = m[1] > hi ? m[1] : hi;
+    }
+    range[2 * j] = lo;
+    range[2 * j + 1] = hi;
+  }
 }
 }  // namespace
 
@@ -771,17 +794,19 @@ void sliced_wasserstein(const Sample<T>& x, const Sample<T>& y, const double* di
   std::unique_ptr<K[]> pxb(new K[block * x.n]), pyb(new K[block * y.n]);
   K* const pxd = pxb.get();
   K* const pyd = pyb.get();
+  std::vector<K> rx(2 * block), ry(2 * block);  // key range of each projection in the block
   detail::WorkPool<K> pool;
   for (std::size_t j0 = 0; j0 < n_dir; j0 += block) {
     const std::size_t nb = std::min(block, n_dir - j0);
     const double* dirs = directions + j0 * x.dim;
-    project_keys(x, dirs, nb, pxd, x.n);
-    project_keys(y, dirs, nb, pyd, y.n);
+    project_keys(x, dirs, nb, pxd, x.n, rx.data());
+    project_keys(y, dirs, nb, pyd, y.n, ry.data());
     parallel_for(nb, 1, [&](std::size_t b, std::size_t e) {
       auto wk = pool.take();
       for (std::size_t j = b; j < e; ++j) {
         if (!x.weights && !y.weights) {
-          out[j0 + j] = detail::w1_bucketed<K>(pxd + j * x.n, x.n, pyd + j * y.n, y.n, *wk);
+          const K lo = std::min(rx[2 * j], ry[2 * j]), hi = std::max(rx[2 * j + 1], ry[2 * j + 1]);
+          out[j0 + j] = detail::w1_bucketed<K>(pxd + j * x.n, x.n, pyd + j * y.n, y.n, *wk, &lo, &hi);
           continue;
         }
         const auto sa = detail::sort_keys_with_weights<K>(pxd + j * x.n, x.n, x.weights, wk->sx, wk->wx,

@@ -63,9 +63,30 @@ inline __attribute__((always_inline)) VN loadv(const double* p) {
 }
 inline __attribute__((always_inline)) void storev(double* p, VN v) { __builtin_memcpy(p, &v, sizeof v); }
 
+// Smallest and largest of the m keys just stored, folded into mm[0], mm[1].
+inline __attribute__((always_inline)) void fold_minmax(const std::uint64_t* NFHEP_RESTRICT k, std::size_t m,
+                                                       std::uint64_t* NFHEP_RESTRICT mm) {
+  std::uint64_t lo = mm[0], hi = mm[1];
+  for (std::size_t i = 0; i < m; ++i) {
+    lo = k[i] < lo ? k[i] : lo;
+    hi = k[i] > hi ? k[i] : hi;
+  }
+  mm[0] = lo;
+  mm[1] = hi;
+}
+inline __attribute__((always_inline)) void fold_minmax(const double*, std::size_t, std::uint64_t*) {}
+
+// `mm` (keys only, may be null): mm[2 j], mm[2 j + 1] = smallest and largest key of direction j over rows
+// [r0, r1), so that the W1 that follows needs no extra pass over the projections for its value range.
 template <class Store, class T, class O>
 void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, std::size_t r1,
-                  const double* NFHEP_RESTRICT dirs, std::size_t n_dir, O* NFHEP_RESTRICT out, std::size_t ld) {
+                  const double* NFHEP_RESTRICT dirs, std::size_t n_dir, O* NFHEP_RESTRICT out, std::size_t ld,
+                  std::uint64_t* NFHEP_RESTRICT mm) {
+  if (mm)
+    for (std::size_t j = 0; j < n_dir; ++j) {
+      mm[2 * j] = ~std::uint64_t{0};
+      mm[2 * j + 1] = 0;
+    }
   std::vector<double> tile(dim * kRows);
   alignas(64) double acc[kDirs][kRows];
   for (std::size_t rb = r0; rb < r1; rb += kRows) {
@@ -98,7 +119,10 @@ void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, st
         for (std::size_t v = 0; v < kV; ++v)
           for (std::size_t q = 0; q < kDirs; ++q) storev(&acc[q][i0 + v * kW], a[q][v]);
       }
-      for (std::size_t q = 0; q < kDirs; ++q) Store::store(out + (j + q) * ld + rb, acc[q], m);
+      for (std::size_t q = 0; q < kDirs; ++q) {
+        Store::store(out + (j + q) * ld + rb, acc[q], m);
+        if (mm) fold_minmax(out + (j + q) * ld + rb, m, mm + 2 * (j + q));
+      }
     }
     for (; j < n_dir; ++j) {  // remaining directions, same operation order
       const double* w = dirs + j * dim;
@@ -110,6 +134,7 @@ void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, st
         for (std::size_t i = 0; i < mp; ++i) acc[0][i] = acc[0][i] + wd * td[i];
       }
       Store::store(out + j * ld + rb, acc[0], m);
+      if (mm) fold_minmax(out + j * ld + rb, m, mm + 2 * j);
     }
   }
 }
@@ -118,19 +143,19 @@ void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, st
 
 void project_rows_f64(const double* x, std::size_t dim, std::size_t r0, std::size_t r1, const double* dirs,
                       std::size_t n_dir, double* out, std::size_t ld) {
-  project_impl<StoreF64>(x, dim, r0, r1, dirs, n_dir, out, ld);
+  project_impl<StoreF64>(x, dim, r0, r1, dirs, n_dir, out, ld, nullptr);
 }
 void project_rows_f64(const float* x, std::size_t dim, std::size_t r0, std::size_t r1, const double* dirs,
                       std::size_t n_dir, double* out, std::size_t ld) {
-  project_impl<StoreF64>(x, dim, r0, r1, dirs, n_dir, out, ld);
+  project_impl<StoreF64>(x, dim, r0, r1, dirs, n_dir, out, ld, nullptr);
 }
 void project_rows_keys(const double* x, std::size_t dim, std::size_t r0, std::size_t r1, const double* dirs,
-                       std::size_t n_dir, std::uint64_t* out, std::size_t ld) {
-  project_impl<StoreKeys>(x, dim, r0, r1, dirs, n_dir, out, ld);
+                       std::size_t n_dir, std::uint64_t* out, std::size_t ld, std::uint64_t* minmax) {
+  project_impl<StoreKeys>(x, dim, r0, r1, dirs, n_dir, out, ld, minmax);
 }
 void project_rows_keys(const float* x, std::size_t dim, std::size_t r0, std::size_t r1, const double* dirs,
-                       std::size_t n_dir, std::uint64_t* out, std::size_t ld) {
-  project_impl<StoreKeys>(x, dim, r0, r1, dirs, n_dir, out, ld);
+                       std::size_t n_dir, std::uint64_t* out, std::size_t ld, std::uint64_t* minmax) {
+  project_impl<StoreKeys>(x, dim, r0, r1, dirs, n_dir, out, ld, minmax);
 }
 
 }  // namespace nfhep::detail::NFHEP_ISA_NS
