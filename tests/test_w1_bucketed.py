@@ -109,3 +109,16 @@ def test_large_sample_many_buckets_matches_sorted_path():
     ws = M.wasserstein_per_dim(x, y, weights_x=np.ones(len(x)), weights_y=np.ones(len(y)))[0]
     assert _rel(w, ws) <= RTOL_SORTED
     assert _rel(w, stats.wasserstein_distance(x[:, 0], y[:, 0])) <= RTOL_SCIPY
+
+
+def test_swd_large_projection_buffers_match_sorted_path():
+    # 4 directions x (300,000 + 250,000) keys = 17 MiB of projections: the huge-page mapping path
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(300_000, 3))
+    y = rng.normal(0.01, 1.0, size=(250_000, 3))
+    dirs = M.random_directions(4, 3, seed=4)
+    r = M.sliced_wasserstein(x, y, directions=dirs).per_direction
+    rs = M.sliced_wasserstein(x, y, directions=dirs, weights_x=np.ones(len(x)), weights_y=np.ones(len(y)))
+    np.testing.assert_allclose(r, rs.per_direction, rtol=RTOL_SORTED, atol=0)
+    blocks = _core.metrics.sliced_wasserstein(x, y, dirs, block_bytes=1)  # one direction per block
+    np.testing.assert_array_equal(r, blocks)
