@@ -30,17 +30,27 @@ def _rel(a, b):
 def _cases(rng):
     yield "normal", rng.normal(size=(30000, 3)), rng.normal(0.02, 1.0, size=(20000, 3))
     yield "shifted-far", rng.uniform(size=(5000, 2)), rng.uniform(5.0, 6.0, size=(4000, 2))
-    yield "ties", rng.integers(0, 5, size=(3000, 2)).astype(float), rng.integers(0, 6, size=(2500, 2)).astype(float)
+    yield (
+        "ties",
+        rng.integers(0, 5, size=(3000, 2)).astype(float),
+        rng.integers(0, 6, size=(2500, 2)).astype(float),
+    )
     yield "cauchy", rng.standard_cauchy(size=(6000, 2)), 1.1 * rng.standard_cauchy(size=(5000, 2))
     big = np.concatenate([rng.normal(size=(2000, 2)), np.full((5, 2), 1e308), np.full((5, 2), -1e308)])
     yield "overflowing-range", big, rng.normal(size=(1500, 2))
     yield "signed-zeros", np.array([[0.0], [-0.0], [1.0]]), np.array([[-0.0], [2.0]])
     yield "tiny", rng.normal(size=(1, 2)), rng.normal(size=(5, 2))
-    yield "float32", rng.normal(size=(4000, 2)).astype(np.float32), rng.normal(0.1, 1, size=(3000, 2)).astype(
-        np.float32
+    yield (
+        "float32",
+        rng.normal(size=(4000, 2)).astype(np.float32),
+        rng.normal(0.1, 1, size=(3000, 2)).astype(np.float32),
     )
     yield "skewed", rng.exponential(size=(50000, 1)) ** 3, rng.exponential(size=(40000, 1)) ** 3
-    yield "offset", 1e4 + 1e-3 * rng.normal(size=(20000, 2)), 1e4 + 1e-3 * rng.normal(0.01, 1, size=(20000, 2))
+    yield (
+        "offset",
+        1e4 + 1e-3 * rng.normal(size=(20000, 2)),
+        1e4 + 1e-3 * rng.normal(0.01, 1, size=(20000, 2)),
+    )
     x = rng.normal(size=(8000, 2))
     yield "one-point-differs", x, np.concatenate([x[1:], [[0.5, -0.5]]])
 
@@ -92,7 +102,9 @@ def test_bucketed_w1_is_independent_of_thread_count():
     try:
         for t in (1, 2, 3):
             nfhep.set_num_threads(t)
-            out.append((M.wasserstein_per_dim(x, y), M.sliced_wasserstein(x, y, directions=dirs).per_direction))
+            out.append(
+                (M.wasserstein_per_dim(x, y), M.sliced_wasserstein(x, y, directions=dirs).per_direction)
+            )
     finally:
         nfhep.set_num_threads(old)
     for a, b in out[1:]:
