@@ -57,7 +57,7 @@ NFHEP_API void project(const Sample<T>& x, const double* directions, std::size_t
 
 /// W1 between the projections of x and y on each direction: out[j] for j < n_dir (sliced Wasserstein
 /// is their mean). Directions are processed in blocks so the projections never need more than about
-/// `block_bytes` of memory (0 = 256 MiB).
+/// `block_bytes` of memory (0 = 512 MiB).
 template <class T>
 NFHEP_API void sliced_wasserstein(const Sample<T>& x, const Sample<T>& y, const double* directions,
                                   std::size_t n_dir, double* out, bool check_finite = true,

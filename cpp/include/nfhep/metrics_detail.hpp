@@ -8,17 +8,19 @@
 
 // Projection of rows [r0, r1) of x (row-major, dim columns) on n_dir directions, accumulated in double in
 // the fixed order d = 0..dim-1 (no FMA contraction, so every ISA level gives the same bits).
-// `_f64` writes out[j * ld + i] as doubles, `_keys` writes the order-preserving keys of those doubles.
+// `_f64` writes out[j * ld + i] as doubles, `_keys` writes the order-preserving keys of those doubles and,
+// if `minmax` is not null, the smallest and largest key of each direction j over these rows to
+// minmax[2 j] and minmax[2 j + 1].
 NFHEP_DECLARE_ISA(void project_rows_f64(const double* x, std::size_t dim, std::size_t r0, std::size_t r1,
                                         const double* dirs, std::size_t n_dir, double* out, std::size_t ld))
 NFHEP_DECLARE_ISA(void project_rows_f64(const float* x, std::size_t dim, std::size_t r0, std::size_t r1,
                                         const double* dirs, std::size_t n_dir, double* out, std::size_t ld))
 NFHEP_DECLARE_ISA(void project_rows_keys(const double* x, std::size_t dim, std::size_t r0, std::size_t r1,
                                          const double* dirs, std::size_t n_dir, std::uint64_t* out,
-                                         std::size_t ld))
+                                         std::size_t ld, std::uint64_t* minmax))
 NFHEP_DECLARE_ISA(void project_rows_keys(const float* x, std::size_t dim, std::size_t r0, std::size_t r1,
                                          const double* dirs, std::size_t n_dir, std::uint64_t* out,
-                                         std::size_t ld))
+                                         std::size_t ld, std::uint64_t* minmax))
 
 namespace nfhep::detail {
 

@@ -5,8 +5,10 @@
 // stays in L1 while every direction sweeps it; 128 rows spilled to L2 and measured ~20% slower SWD at
 // D = 100); then register blocking: kDirs directions x kLanes rows of accumulators stay in registers while
 // d runs over the tile (one load of the tile feeds kDirs multiply-adds; explicit native vectors). The sum
-// over d runs in the fixed order 0..dim-1 in double, with no FMA contraction (-ffp-contract=off): every
-// ISA level and every thread count gives the same bits.
+// over d runs in the fixed order 0..dim-1 in double: every thread count gives the same bits. On the FMA
+// levels (AVX2, AVX-512) this file is compiled with -ffp-contract=fast, so every step is one
+// fma(w_d, x_d, acc) on both (bitwise identical to each other: tested); the generic level multiplies and
+// adds (differs by rounding, ~1e-16 relative).
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -34,8 +36,8 @@ struct StoreKeys {
 // Native vectors of doubles (GCC/Clang vector extension): zmm under AVX-512, ymm under AVX2, xmm in
 // the generic build; a register block holds kLanes / kW of them per direction. Written with explicit
 // vectors because GCC's auto-vectorisation of scalar lane loops at -mprefer-vector-width=512 produced
-// permute-heavy code (~2000 vpermt2pd) that ran ~15x slower than AVX2. Lane-wise multiply then add (no
-// FMA: -ffp-contract=off), so every level still gives the same bits as the scalar loop.
+// permute-heavy code (~2000 vpermt2pd) that ran ~15x slower than AVX2. Lane-wise multiply-add (one FMA on
+// the FMA levels, contracted by the compiler exactly as in the scalar remainder loop).
 // Register block: kDirs directions x kLanes rows of accumulators. AVX-512 (32 registers) holds 8 x 16
 // (16 independent add chains: enough to cover the add latency on both FP ports, and one tile load feeds
 // 8 multiplies); AVX2 and generic keep 4 x 8. The blocking does not change the order of any sum.
@@ -61,9 +63,30 @@ inline __attribute__((always_inline)) VN loadv(const double* p) {
 }
 inline __attribute__((always_inline)) void storev(double* p, VN v) { __builtin_memcpy(p, &v, sizeof v); }
 
+// Smallest and largest of the m keys just stored, folded into mm[0], mm[1].
+inline __attribute__((always_inline)) void fold_minmax(const std::uint64_t* NFHEP_RESTRICT k, std::size_t m,
+                                                       std::uint64_t* NFHEP_RESTRICT mm) {
+  std::uint64_t lo = mm[0], hi = mm[1];
+  for (std::size_t i = 0; i < m; ++i) {
+    lo = k[i] < lo ? k[i] : lo;
+    hi = k[i] > hi ? k[i] : hi;
+  }
+  mm[0] = lo;
+  mm[1] = hi;
+}
+inline __attribute__((always_inline)) void fold_minmax(const double*, std::size_t, std::uint64_t*) {}
+
+// `mm` (keys only, may be null): mm[2 j], mm[2 j + 1] = smallest and largest key of direction j over rows
+// [r0, r1), so that the W1 that follows needs no extra pass over the projections for its value range.
 template <class Store, class T, class O>
 void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, std::size_t r1,
-                  const double* NFHEP_RESTRICT dirs, std::size_t n_dir, O* NFHEP_RESTRICT out, std::size_t ld) {
+                  const double* NFHEP_RESTRICT dirs, std::size_t n_dir, O* NFHEP_RESTRICT out, std::size_t ld,
+                  std::uint64_t* NFHEP_RESTRICT mm) {
+  if (mm)
+    for (std::size_t j = 0; j < n_dir; ++j) {
+      mm[2 * j] = ~std::uint64_t{0};
+      mm[2 * j + 1] = 0;
+    }
   std::vector<double> tile(dim * kRows);
   alignas(64) double acc[kDirs][kRows];
   for (std::size_t rb = r0; rb < r1; rb += kRows) {
@@ -96,7 +119,10 @@ void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, st
         for (std::size_t v = 0; v < kV; ++v)
           for (std::size_t q = 0; q < kDirs; ++q) storev(&acc[q][i0 + v * kW], a[q][v]);
       }
-      for (std::size_t q = 0; q < kDirs; ++q) Store::store(out + (j + q) * ld + rb, acc[q], m);
+      for (std::size_t q = 0; q < kDirs; ++q) {
+        Store::store(out + (j + q) * ld + rb, acc[q], m);
+        if (mm) fold_minmax(out + (j + q) * ld + rb, m, mm + 2 * (j + q));
+      }
     }
     for (; j < n_dir; ++j) {  // remaining directions, same operation order
       const double* w = dirs + j * dim;
@@ -108,6 +134,7 @@ void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, st
         for (std::size_t i = 0; i < mp; ++i) acc[0][i] = acc[0][i] + wd * td[i];
       }
       Store::store(out + j * ld + rb, acc[0], m);
+      if (mm) fold_minmax(out + j * ld + rb, m, mm + 2 * j);
     }
   }
 }
@@ -116,19 +143,19 @@ void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, st
 
 void project_rows_f64(const double* x, std::size_t dim, std::size_t r0, std::size_t r1, const double* dirs,
                       std::size_t n_dir, double* out, std::size_t ld) {
-  project_impl<StoreF64>(x, dim, r0, r1, dirs, n_dir, out, ld);
+  project_impl<StoreF64>(x, dim, r0, r1, dirs, n_dir, out, ld, nullptr);
 }
 void project_rows_f64(const float* x, std::size_t dim, std::size_t r0, std::size_t r1, const double* dirs,
                       std::size_t n_dir, double* out, std::size_t ld) {
-  project_impl<StoreF64>(x, dim, r0, r1, dirs, n_dir, out, ld);
+  project_impl<StoreF64>(x, dim, r0, r1, dirs, n_dir, out, ld, nullptr);
 }
 void project_rows_keys(const double* x, std::size_t dim, std::size_t r0, std::size_t r1, const double* dirs,
-                       std::size_t n_dir, std::uint64_t* out, std::size_t ld) {
-  project_impl<StoreKeys>(x, dim, r0, r1, dirs, n_dir, out, ld);
+                       std::size_t n_dir, std::uint64_t* out, std::size_t ld, std::uint64_t* minmax) {
+  project_impl<StoreKeys>(x, dim, r0, r1, dirs, n_dir, out, ld, minmax);
 }
 void project_rows_keys(const float* x, std::size_t dim, std::size_t r0, std::size_t r1, const double* dirs,
-                       std::size_t n_dir, std::uint64_t* out, std::size_t ld) {
-  project_impl<StoreKeys>(x, dim, r0, r1, dirs, n_dir, out, ld);
+                       std::size_t n_dir, std::uint64_t* out, std::size_t ld, std::uint64_t* minmax) {
+  project_impl<StoreKeys>(x, dim, r0, r1, dirs, n_dir, out, ld, minmax);
 }
 
 }  // namespace nfhep::detail::NFHEP_ISA_NS

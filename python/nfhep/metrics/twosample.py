@@ -318,7 +318,7 @@ def sliced_wasserstein(
     References: arXiv:2309.09743 (validation of NF likelihoods), Bonneel et al. 2015 (sliced distances).
 
     The projection (a blocked, vectorised matrix product accumulated in float64) and the key sorts run
-    in C++; directions are processed in blocks so the projections take at most ~256 MiB. ``device='cuda'``
+    in C++; directions are processed in blocks so the projections take at most ~512 MiB. ``device='cuda'``
     runs projection and sorts on a GPU when nfhep was built with ``NFHEP_CUDA=ON`` (compile-checked only:
     no GPU was available to run it during development).
     """
