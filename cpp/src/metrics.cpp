@@ -63,8 +63,8 @@ struct Work {
   std::vector<double> w1bins;       // per-bucket (sum of offsets, count) pairs (w1_bucketed)
 };
 
-constexpr std::size_t kW1MaxBuckets = std::size_t{1} << 15;  // w1_bucketed: 2 x 2^15 bins of 16 B fit L2
-constexpr std::size_t kW1PerBucket = 32;                       // target values per bucket
+constexpr std::size_t kW1MaxBuckets = std::size_t{1} << 16;  // w1_bucketed: 2^16 bins of 16 B per sample fit L2
+constexpr std::size_t kW1PerBucket = 16;                       // target values per bucket
 
 template <class K>
 class WorkPool {
