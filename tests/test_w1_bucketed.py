@@ -134,3 +134,26 @@ def test_swd_large_projection_buffers_match_sorted_path():
     np.testing.assert_allclose(r, rs.per_direction, rtol=RTOL_SORTED, atol=0)
     blocks = _core.metrics.sliced_wasserstein(x, y, dirs, block_bytes=1)  # one direction per block
     np.testing.assert_array_equal(r, blocks)
+
+
+def test_bucketed_w1_simd_levels():
+    # Per-dimension W1: bitwise the same on every level (the levels differ only in how they select and
+    # sum, not in what). SWD: AVX2 and AVX-512 share the FMA projection, so they agree bitwise too.
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(40000, 3))
+    y = rng.normal(0.01, 1.0, size=(30000, 3))
+    dirs = M.random_directions(6, 3, seed=8)
+    levels = nfhep.build_info()["simd_available"]
+    w, s = {}, {}
+    try:
+        for lv in levels:
+            _core.set_simd(lv)
+            w[lv] = M.wasserstein_per_dim(x, y)
+            s[lv] = M.sliced_wasserstein(x, y, directions=dirs).per_direction
+    finally:
+        _core.set_simd("")
+    for lv in levels:
+        np.testing.assert_array_equal(w[lv], w[levels[0]], err_msg=lv)
+        np.testing.assert_allclose(s[lv], s[levels[0]], rtol=1e-13, err_msg=lv)
+    if "avx2" in s and "avx512" in s:
+        np.testing.assert_array_equal(s["avx2"], s["avx512"])

@@ -528,7 +528,7 @@ double w1_bucketed(K* ka, std::size_t na_, K* kb, std::size_t nb_, Work<K>& wk, 
   w1_fill_dispatch<K>(kb, nb_, vlo, scale, width, last, bb);
   const double na = static_cast<double>(na_), nb = static_cast<double>(nb_);
   std::vector<std::uint8_t>& cand = wk.cand;
-  cand.assign(nbk, 0u);
+  cand.assign(nbk + 8, 0u);  // + 8: padding read by the vectorised selection
   std::size_t sel_a = 0, sel_b = 0;
   std::size_t I = 0, J = 0;
   double sum = 0.0;
@@ -561,8 +561,8 @@ double w1_bucketed(K* ka, std::size_t na_, K* kb, std::size_t nb_, Work<K>& wk, 
   if (sel_a + sel_b > 0) {
     std::vector<K>& sa = wk.sx;  // the walked buckets' keys, then sorted (bucket order = key order)
     std::vector<K>& sb = wk.sy;
-    if (sa.size() < sel_a + 1) sa.resize(sel_a + 1);
-    if (sb.size() < sel_b + 1) sb.resize(sel_b + 1);
+    if (sa.size() < sel_a + 8) sa.resize(sel_a + 8);  // + 8: room for the selection's vector stores
+    if (sb.size() < sel_b + 8) sb.resize(sel_b + 8);
     w1_select_dispatch<K>(ka, na_, vlo, scale, last, cand.data(), sa.data());
     w1_select_dispatch<K>(kb, nb_, vlo, scale, last, cand.data(), sb.data());
     sort_keys<K>(sa.data(), wk.ky2, sel_a, nullptr, nullptr, nullptr);  // without payload: in place

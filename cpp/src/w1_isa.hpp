@@ -20,7 +20,8 @@ NFHEP_DECLARE_ISA(void w1_fill(const std::uint64_t* k, std::size_t n, double vlo
 NFHEP_DECLARE_ISA(void w1_fill(const std::uint32_t* k, std::size_t n, double vlo, double scale, double width,
                                std::int64_t last, double* bins))
 // Copy the keys whose bucket is flagged (flag[b] = 1) to out, in input order; returns how many. `out` must
-// have room for that count plus one (the copy is branch-free: it always writes one slot ahead).
+// have room for that count plus 8 (the copy is branch-free and writes whole vectors ahead), and `flag`
+// 8 bytes of zero padding past the last bucket (read by the AVX-512 gather).
 NFHEP_DECLARE_ISA(std::size_t w1_select(const std::uint64_t* k, std::size_t n, double vlo, double scale,
                                         std::int64_t last, const std::uint8_t* flag, std::uint64_t* out))
 NFHEP_DECLARE_ISA(std::size_t w1_select(const std::uint32_t* k, std::size_t n, double vlo, double scale,
