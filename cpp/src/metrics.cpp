@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "nfhep/ks_detail.hpp"
 #include "nfhep/math/sort_keys.hpp"
 #include "nfhep/metrics_detail.hpp"
 #include "nfhep/parallel.hpp"
@@ -53,8 +54,6 @@ template <class K>
 struct Work {
   std::vector<K> kx, sx, ky, sy, ky2;
   std::vector<double> wx, swx, wy, swy;
-  std::vector<std::uint32_t> cnt;   // bucket counts (ks_bucketed)
-  std::vector<std::uint8_t> cand;   // candidate buckets (ks_bucketed)
 };
 
 template <class K>
@@ -242,59 +241,86 @@ void ks_merge(const Sorted<K>& a, const Sorted<K>& b, double& d_plus, double& d_
   d_minus = std::min(std::max(0.0 - dmin, 0.0), 1.0);  // 0.0 - 0.0 is +0.0: no "-0" in results
 }
 
-/// Unweighted KS statistics of one column without sorting it: an exact branch-and-bound over buckets.
+/// Unweighted KS statistics without sorting whole columns: an exact branch-and-bound over value buckets.
 ///
-/// The bucket of a value is non-decreasing in the value (see `bucket` below), so a run of ties never
-/// spans two buckets. One pass counts both samples
-/// per bucket (B = 2^8 .. 2^16 buckets); the ECDF difference at the end of every non-empty bucket is one
-/// of the points ks_merge evaluates (the next pooled value lies in a later bucket), computed with the same
-/// expression i / na - j / nb. Inside bucket b the counts run over [I_b, I_{b+1}] x [J_b, J_{b+1}] and
-/// the expression is monotone in each (rounding is monotone), so no point inside can beat
-/// I_{b+1}/na - J_b/nb (nor go below I_b/na - J_{b+1}/nb). Only the buckets whose bound beats the extrema
-/// found so far are sorted and walked point by point, as ks_merge does. The result is bit-identical to
-/// sorting everything (tested), at the cost of two passes over the column plus a few small sorts: under
-/// H0 with n = 10^6 a handful of buckets survive. Heavy ties or a heavy-tailed column only make more
-/// buckets survive (at worst all: a full sort, as before).
+/// Every value gets a bucket index that is non-decreasing in the value (see KsColumnMap), so a run of ties
+/// never spans two buckets. With the counts of both samples per bucket (B = 2^8 .. 2^16 buckets), the ECDF
+/// difference at the end of every non-empty bucket is one of the points ks_merge evaluates (the next pooled
+/// value lies in a later bucket), computed with the same expression i / na - j / nb. Inside bucket b the
+/// counts run over [I_b, I_{b+1}] x [J_b, J_{b+1}] and the expression is monotone in each (rounding is
+/// monotone), so no point inside can beat I_{b+1}/na - J_b/nb (nor go below I_b/na - J_{b+1}/nb). Only the
+/// buckets whose bound beats the extrema found so far are sorted and walked point by point, as ks_merge
+/// does. The result is bit-identical to sorting everything (tested) for ANY monotone bucket map, so the
+/// map below only decides the speed: under H0 with n = 10^6 a handful of buckets survive; heavy ties or a
+/// heavy-tailed column make more survive (at worst all: a full sort).
+///
+/// Passes (ks_unweighted): (1) per-column key extremes streamed from the row-major rows (vectorised along
+/// the row, per ISA; also the finiteness check), (2) the bucket index of every value as uint16, computed
+/// along the rows and written column-major (per ISA), (3) per column: counts from the indices, bounds,
+/// selection of the candidate buckets' rows from the indices, their values fetched from the rows, sorted
+/// and walked. The input is read twice and the indices (2 bytes per value) twice, instead of gathering
+/// 8-byte keys and re-reading them per pass.
 template <class K>
-void ks_bucketed(const K* ka, std::size_t na_, const K* kb, std::size_t nb_, Work<K>& wk, double& d_plus,
-                 double& d_minus) {
-  K lo = ka[0], hi = ka[0];
-  for (std::size_t i = 0; i < na_; ++i) {
-    lo = ka[i] < lo ? ka[i] : lo;
-    hi = ka[i] > hi ? ka[i] : hi;
-  }
-  for (std::size_t j = 0; j < nb_; ++j) {
-    lo = kb[j] < lo ? kb[j] : lo;
-    hi = kb[j] > hi ? kb[j] : hi;
-  }
-  std::size_t nbk = 256;
-  while (nbk < 65536 && nbk * 16 < na_ + nb_) nbk *= 2;
-  // Buckets linear in the value, (v - v_lo) * scale truncated (monotone: every step rounds monotonically;
-  // equal values, equal buckets). Where the value range overflows (values near +-DBL_MAX, or infinities
-  // with check_finite=False) buckets linear in the key instead, (k - k_lo) >> shift: also exact, but
-  // poorly balanced for most data (one binade per equal key range), so only a fallback.
-  const double vlo = static_cast<double>(math::from_ordered(lo));
-  const double vrange = static_cast<double>(math::from_ordered(hi)) - vlo;
-  const bool linear = std::isfinite(vrange);
-  const double scale = linear && vrange > 0.0 ? static_cast<double>(nbk) / vrange : 0.0;
+struct KsColumnMap {
+  bool linear = true;  // bucket = min(trunc((v - vlo) * scale), last); else (key - klo) >> shift
+  double vlo = 0.0, scale = 0.0;
+  K klo = 0;
   int shift = 0;
-  if (!linear) {
+};
+
+/// Buckets linear in the value, (v - v_lo) * scale truncated (monotone: every step rounds monotonically;
+/// equal values, equal buckets). Where the value range overflows (values near +-DBL_MAX, or infinities/NaN
+/// with check_finite=False) buckets linear in the key instead, (k - k_lo) >> shift: also exact, but poorly
+/// balanced for most data (one binade per equal key range), so only a fallback.
+template <class K>
+KsColumnMap<K> ks_column_map(K lo, K hi, std::size_t nbk) {
+  KsColumnMap<K> m;
+  m.vlo = static_cast<double>(math::from_ordered(lo));
+  const double vrange = static_cast<double>(math::from_ordered(hi)) - m.vlo;
+  m.linear = std::isfinite(vrange);
+  if (m.linear) {
+    m.scale = vrange > 0.0 ? static_cast<double>(nbk) / vrange : 0.0;
+  } else {
+    m.vlo = 0.0;
+    m.klo = lo;
     const K range = static_cast<K>(hi - lo);
-    while ((range >> shift) >= nbk) ++shift;
+    while ((range >> m.shift) >= nbk) ++m.shift;
   }
-  const std::size_t last = nbk - 1;
-  auto bucket = [&](K k) -> std::size_t {
-    if (!linear) return static_cast<std::size_t>((k - lo) >> shift);
-    const double t = (static_cast<double>(math::from_ordered(k)) - vlo) * scale;
-    const std::size_t b = static_cast<std::size_t>(t);
-    return b < last ? b : last;
-  };
-  std::vector<std::uint32_t>& cnt = wk.cnt;  // [a counts | b counts]
+  return m;
+}
+
+/// Per-thread scratch of ks_column.
+template <class K>
+struct KsWork {
+  std::vector<std::uint32_t> cnt;  // bucket counts [a | b]
+  std::vector<std::uint8_t> cand;  // candidate buckets
+  std::vector<std::size_t> rows;   // rows of the selected values
+  std::vector<K> sa, sb, scratch;  // selected keys (then sorted), sort scratch
+};
+
+/// Rows i (ascending) whose bucket idx[i] is flagged in cand, written branch-free to rows[0..count);
+/// rows needs count + 1 entries. Returns count.
+inline std::size_t ks_select_rows(const std::uint16_t* idx, std::size_t n, const std::uint8_t* cand,
+                                  std::size_t* rows) {
+  std::size_t p = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    rows[p] = i;
+    p += cand[idx[i]];
+  }
+  return p;
+}
+
+/// KS statistics of column d from the bucket indices of its values (ix: x.n, iy: y.n) and the map.
+template <class T, class K>
+void ks_column(const metrics::Sample<T>& x, const metrics::Sample<T>& y, std::size_t d, const std::uint16_t* ix,
+               const std::uint16_t* iy, std::size_t nbk, KsWork<K>& wk, double& d_plus, double& d_minus) {
+  const std::size_t na_ = x.n, nb_ = y.n, D = x.dim;
+  std::vector<std::uint32_t>& cnt = wk.cnt;
   cnt.assign(2 * nbk, 0u);
   std::uint32_t* ca = cnt.data();
   std::uint32_t* cb = ca + nbk;
-  for (std::size_t i = 0; i < na_; ++i) ++ca[bucket(ka[i])];
-  for (std::size_t j = 0; j < nb_; ++j) ++cb[bucket(kb[j])];
+  for (std::size_t i = 0; i < na_; ++i) ++ca[ix[i]];
+  for (std::size_t j = 0; j < nb_; ++j) ++cb[iy[j]];
   const double na = static_cast<double>(na_), nb = static_cast<double>(nb_);
   double dmax = -std::numeric_limits<double>::infinity();
   double dmin = std::numeric_limits<double>::infinity();
@@ -303,11 +329,11 @@ void ks_bucketed(const K* ka, std::size_t na_, const K* kb, std::size_t nb_, Wor
     if (ca[b] == 0 && cb[b] == 0) continue;
     I += ca[b];
     J += cb[b];
-    const double d = static_cast<double>(I) / na - static_cast<double>(J) / nb;
-    dmax = d > dmax ? d : dmax;
-    dmin = d < dmin ? d : dmin;
+    const double dd = static_cast<double>(I) / na - static_cast<double>(J) / nb;
+    dmax = dd > dmax ? dd : dmax;
+    dmin = dd < dmin ? dd : dmin;
   }
-  // Buckets that may hold a better point: flag them (1 bit each in `cand`).
+  // Buckets that may hold a better point: flag them.
   std::vector<std::uint8_t>& cand = wk.cand;
   cand.assign(nbk, 0u);
   std::size_t n_cand = 0, sel_a = 0, sel_b = 0;
@@ -329,18 +355,20 @@ void ks_bucketed(const K* ka, std::size_t na_, const K* kb, std::size_t nb_, Wor
     J = J1;
   }
   if (n_cand > 0) {
-    std::vector<K>& sa = wk.sx;  // selected keys of the candidate buckets, then sorted
-    std::vector<K>& sb = wk.sy;
-    if (sa.size() < sel_a) sa.resize(sel_a);
-    if (sb.size() < sel_b) sb.resize(sel_b);
-    std::size_t p = 0;
-    for (std::size_t i = 0; i < na_; ++i)
-      if (cand[bucket(ka[i])]) sa[p++] = ka[i];
-    std::size_t q = 0;
-    for (std::size_t j = 0; j < nb_; ++j)
-      if (cand[bucket(kb[j])]) sb[q++] = kb[j];
-    sort_keys<K>(sa.data(), wk.ky2, sel_a, nullptr, nullptr, nullptr);  // without payload: in place
-    sort_keys<K>(sb.data(), wk.ky2, sel_b, nullptr, nullptr, nullptr);
+    // Keys of the candidate buckets' values (rows in ascending order, values fetched from the rows), sorted.
+    auto select = [&](const metrics::Sample<T>& s, const std::uint16_t* idx, std::size_t sel, std::vector<K>& out) {
+      if (wk.rows.size() < sel + 1) wk.rows.resize(sel + 1);
+      if (out.size() < sel) out.resize(sel);
+      const std::size_t got = ks_select_rows(idx, s.n, cand.data(), wk.rows.data());
+      if (got != sel) throw std::logic_error("ks_column: bucket selection disagrees with the bucket counts");
+      const T* col = s.data + d;
+      for (std::size_t q = 0; q < sel; ++q) out[q] = math::to_ordered(col[wk.rows[q] * D]);
+      sort_keys<K>(out.data(), wk.scratch, sel, nullptr, nullptr, nullptr);  // without payload: in place
+    };
+    select(x, ix, sel_a, wk.sa);
+    select(y, iy, sel_b, wk.sb);
+    const K* sa = wk.sa.data();
+    const K* sb = wk.sb.data();
     // Walk each candidate bucket with the counts of all earlier buckets as offsets (ks_merge's loop).
     std::size_t pa = 0, pb = 0;
     I = 0;
@@ -353,9 +381,9 @@ void ks_bucketed(const K* ka, std::size_t na_, const K* kb, std::size_t nb_, Wor
           const K v = (j >= eb || (i < ea && sa[i] <= sb[j])) ? sa[i] : sb[j];
           while (i < ea && sa[i] == v) ++i;
           while (j < eb && sb[j] == v) ++j;
-          const double d = static_cast<double>(I + (i - pa)) / na - static_cast<double>(J + (j - pb)) / nb;
-          dmax = d > dmax ? d : dmax;
-          dmin = d < dmin ? d : dmin;
+          const double dd = static_cast<double>(I + (i - pa)) / na - static_cast<double>(J + (j - pb)) / nb;
+          dmax = dd > dmax ? dd : dmax;
+          dmin = dd < dmin ? dd : dmin;
         }
         pa = ea;
         pb = eb;
@@ -366,6 +394,108 @@ void ks_bucketed(const K* ka, std::size_t na_, const K* kb, std::size_t nb_, Wor
   }
   d_plus = dmax;
   d_minus = std::min(std::max(0.0 - dmin, 0.0), 1.0);  // 0.0 - 0.0 is +0.0: no "-0" in results
+}
+
+constexpr std::size_t kKsRowChunk = 8192;  // rows per parallel task (a multiple of the kernels' 32-row tiles)
+constexpr std::size_t kKsIndexBytes = std::size_t{256} << 20;  // bucket indices held at once (column groups)
+
+/// Per-column extremes of the keys of a sample (lo[d], hi[d]), from fixed row chunks in parallel.
+template <class T, class K>
+void ks_column_extremes(const metrics::Sample<T>& s, K* lo, K* hi) {
+  const std::size_t D = s.dim;
+  const std::size_t n_chunks = (s.n + kKsRowChunk - 1) / kKsRowChunk;
+  std::vector<K> clo(n_chunks * D, ~K{0}), chi(n_chunks * D, K{0});
+  parallel_for(s.n, kKsRowChunk, [&](std::size_t b, std::size_t e) {
+    K* l = clo.data() + (b / kKsRowChunk) * D;
+    K* h = chi.data() + (b / kKsRowChunk) * D;
+    NFHEP_DISPATCH(ks_minmax_rows, s.data, D, b, e, l, h);
+  });
+  for (std::size_t d = 0; d < D; ++d) {
+    lo[d] = ~K{0};
+    hi[d] = K{0};
+  }
+  for (std::size_t c = 0; c < n_chunks; ++c)
+    for (std::size_t d = 0; d < D; ++d) {
+      lo[d] = std::min(lo[d], clo[c * D + d]);
+      hi[d] = std::max(hi[d], chi[c * D + d]);
+    }
+}
+
+/// Throws (through validate_sample's message, which names the first bad event) if a column of s holds a
+/// NaN or an infinity, judged from its key extremes.
+template <class T, class K>
+void ks_check_finite(const metrics::Sample<T>& s, const K* lo, const K* hi, const char* name, const char* wname) {
+  const K kmin = math::to_ordered(-std::numeric_limits<T>::infinity());
+  const K kmax = math::to_ordered(std::numeric_limits<T>::infinity());
+  for (std::size_t d = 0; d < s.dim; ++d)
+    if (!(lo[d] > kmin && hi[d] < kmax)) {
+      metrics::validate_sample(s, name, wname, true);  // throws, naming the first bad event
+      throw std::invalid_argument(std::string("argument '") + name + "' contains a non-finite value");
+    }
+}
+
+/// Unweighted KS statistics of every column (x, y already checked for size and dimensions).
+template <class T, class K>
+void ks_unweighted(const metrics::Sample<T>& x, const metrics::Sample<T>& y, double* d_plus, double* d_minus,
+                   bool check_finite) {
+  const std::size_t D = x.dim, na = x.n, nb = y.n;
+  std::vector<K> lo(D), hi(D), lo_y(D), hi_y(D);
+  ks_column_extremes<T, K>(x, lo.data(), hi.data());
+  if (check_finite) ks_check_finite<T, K>(x, lo.data(), hi.data(), "x", "weights_x");
+  ks_column_extremes<T, K>(y, lo_y.data(), hi_y.data());
+  if (check_finite) ks_check_finite<T, K>(y, lo_y.data(), hi_y.data(), "y", "weights_y");
+  std::size_t nbk = 256;
+  while (nbk < 65536 && nbk * 16 < na + nb) nbk *= 2;
+  std::vector<KsColumnMap<K>> maps(D);
+  std::vector<double> vlo(D), scale(D);
+  for (std::size_t d = 0; d < D; ++d) {
+    maps[d] = ks_column_map<K>(std::min(lo[d], lo_y[d]), std::max(hi[d], hi_y[d]), nbk);
+    vlo[d] = maps[d].vlo;
+    scale[d] = maps[d].scale;  // 0 for key-mapped columns (their indices are rewritten below)
+  }
+  const std::uint32_t last = static_cast<std::uint32_t>(nbk - 1);
+  // Columns in groups whose indices fit kKsIndexBytes (D = 28, n = 10^6: one group of 112 MB).
+  const std::size_t per_col = (na + nb) * sizeof(std::uint16_t);
+  const std::size_t group = std::max<std::size_t>(1, std::min<std::size_t>(D, kKsIndexBytes / per_col));
+  std::vector<std::uint16_t> ix(group * na), iy(group * nb);
+  std::mutex m;
+  std::vector<std::unique_ptr<KsWork<K>>> free_work;
+  for (std::size_t g0 = 0; g0 < D; g0 += group) {
+    const std::size_t g1 = std::min(D, g0 + group);
+    auto bucket_rows = [&](const metrics::Sample<T>& s, std::uint16_t* idx) {
+      parallel_for(s.n, kKsRowChunk, [&](std::size_t b, std::size_t e) {
+        NFHEP_DISPATCH(ks_bucket_rows, s.data, D, g0, g1, b, e, vlo.data(), scale.data(), last, idx, s.n);
+      });
+      for (std::size_t d = g0; d < g1; ++d) {  // fallback columns: buckets linear in the key
+        if (maps[d].linear) continue;
+        const KsColumnMap<K> mp = maps[d];
+        std::uint16_t* out = idx + (d - g0) * s.n;
+        parallel_for(s.n, kKsRowChunk, [&](std::size_t b, std::size_t e) {
+          for (std::size_t i = b; i < e; ++i)
+            out[i] = static_cast<std::uint16_t>((math::to_ordered(s.data[i * D + d]) - mp.klo) >> mp.shift);
+        });
+      }
+    };
+    bucket_rows(x, ix.data());
+    bucket_rows(y, iy.data());
+    parallel_for(g1 - g0, 1, [&](std::size_t c0, std::size_t c1) {
+      std::unique_ptr<KsWork<K>> wk;
+      {
+        std::lock_guard<std::mutex> lk(m);
+        if (free_work.empty()) {
+          wk = std::make_unique<KsWork<K>>();
+        } else {
+          wk = std::move(free_work.back());
+          free_work.pop_back();
+        }
+      }
+      for (std::size_t c = c0; c < c1; ++c)
+        ks_column<T, K>(x, y, g0 + c, ix.data() + c * na, iy.data() + c * nb, nbk, *wk, d_plus[g0 + c],
+                        d_minus[g0 + c]);
+      std::lock_guard<std::mutex> lk(m);
+      free_work.push_back(std::move(wk));
+    });
+  }
 }
 
 template <class K>
@@ -513,16 +643,18 @@ void validate_sample(const Sample<T>& s, const char* name, const char* weights_n
 template <class T>
 void ks_statistics(const Sample<T>& x, const Sample<T>& y, double* d_plus, double* d_minus, bool check_finite,
                    Device device) {
+  using K = detail::KeyOf<T>;
+  constexpr std::size_t kMaxCount = std::numeric_limits<std::uint32_t>::max();  // bucket counts are uint32
+  if (device == Device::cpu && !x.weights && !y.weights && x.n <= kMaxCount && y.n <= kMaxCount) {
+    // Unweighted: exact statistics without sorting whole columns; the finiteness check rides on the
+    // first pass over the data (ks_unweighted).
+    detail::check_pair(x, y, false);
+    detail::ks_unweighted<T, K>(x, y, d_plus, d_minus, check_finite);
+    return;
+  }
   detail::check_pair(x, y, check_finite);
   if (device == Device::cuda) {
     detail::ks_cuda(x, y, d_plus, d_minus);
-    return;
-  }
-  using K = detail::KeyOf<T>;
-  if (!x.weights && !y.weights) {  // unweighted: exact statistics without sorting whole columns
-    detail::for_each_column_pair<T, K>(x, y, [&](std::size_t d, K* kx, K* ky, detail::Work<K>& wk) {
-      detail::ks_bucketed<K>(kx, x.n, ky, y.n, wk, d_plus[d], d_minus[d]);
-    });
     return;
   }
   detail::for_each_sorted_column_pair<T, K>(x, y, [&](std::size_t d, const auto& sa, const auto& sb) {
