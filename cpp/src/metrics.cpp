@@ -5,14 +5,20 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "nfhep/ks_detail.hpp"
 #include "nfhep/math/sort_keys.hpp"
@@ -254,12 +260,12 @@ void ks_merge(const Sorted<K>& a, const Sorted<K>& b, double& d_plus, double& d_
 /// map below only decides the speed: under H0 with n = 10^6 a handful of buckets survive; heavy ties or a
 /// heavy-tailed column make more survive (at worst all: a full sort).
 ///
-/// Passes (ks_unweighted): (1) per-column key extremes streamed from the row-major rows (vectorised along
-/// the row, per ISA; also the finiteness check), (2) the bucket index of every value as uint16, computed
-/// along the rows and written column-major (per ISA), (3) per column: counts from the indices, bounds,
-/// selection of the candidate buckets' rows from the indices, their values fetched from the rows, sorted
-/// and walked. The input is read twice and the indices (2 bytes per value) twice, instead of gathering
-/// 8-byte keys and re-reading them per pass.
+/// Passes (ks_unweighted): (1) the value range of every column from a fixed subsample of rows (values
+/// outside it are clamped into the end buckets: still monotone, so still exact), (2) the bucket index of
+/// every value as uint16, computed along the rows and written column-major (per ISA; this pass also
+/// checks finiteness), (3) per column: counts from the indices, bounds, selection of the candidate
+/// buckets' rows from the indices, their values fetched from the rows, sorted and walked. The input is
+/// read once, and the indices (2 bytes per value) twice.
 template <class K>
 struct KsColumnMap {
   bool linear = true;  // bucket = min(trunc((v - vlo) * scale), last); else (key - klo) >> shift
@@ -268,10 +274,12 @@ struct KsColumnMap {
   int shift = 0;
 };
 
-/// Buckets linear in the value, (v - v_lo) * scale truncated (monotone: every step rounds monotonically;
-/// equal values, equal buckets). Where the value range overflows (values near +-DBL_MAX, or infinities/NaN
-/// with check_finite=False) buckets linear in the key instead, (k - k_lo) >> shift: also exact, but poorly
-/// balanced for most data (one binade per equal key range), so only a fallback.
+/// Buckets linear in the value, (v - v_lo) * scale truncated and clamped to [0, nbk - 1] (monotone: every
+/// step rounds monotonically; equal values, equal buckets; -inf/+inf land in the end buckets). Where the
+/// value range overflows (values near +-DBL_MAX, or infinities/NaN in the subsample with
+/// check_finite=False) buckets linear in the key instead, clamp((k - k_lo) >> shift): also exact, but
+/// poorly balanced for most data (one binade per equal key range), so only a fallback. lo/hi: the key
+/// range of the subsample.
 template <class K>
 KsColumnMap<K> ks_column_map(K lo, K hi, std::size_t nbk) {
   KsColumnMap<K> m;
@@ -398,58 +406,56 @@ void ks_column(const metrics::Sample<T>& x, const metrics::Sample<T>& y, std::si
 
 constexpr std::size_t kKsRowChunk = 8192;  // rows per parallel task (a multiple of the kernels' 32-row tiles)
 constexpr std::size_t kKsIndexBytes = std::size_t{256} << 20;  // bucket indices held at once (column groups)
+constexpr std::size_t kKsRangeRows = 16384;  // rows of each sample that set the bucket ranges
 
-/// Per-column extremes of the keys of a sample (lo[d], hi[d]), from fixed row chunks in parallel.
+/// Fold the key extremes of a fixed subsample of the rows of s (all rows if n <= kKsRangeRows, else rows
+/// i * floor(n / kKsRangeRows) and the last row) into lo[d], hi[d].
 template <class T, class K>
-void ks_column_extremes(const metrics::Sample<T>& s, K* lo, K* hi) {
-  const std::size_t D = s.dim;
-  const std::size_t n_chunks = (s.n + kKsRowChunk - 1) / kKsRowChunk;
-  std::vector<K> clo(n_chunks * D, ~K{0}), chi(n_chunks * D, K{0});
-  parallel_for(s.n, kKsRowChunk, [&](std::size_t b, std::size_t e) {
-    K* l = clo.data() + (b / kKsRowChunk) * D;
-    K* h = chi.data() + (b / kKsRowChunk) * D;
-    NFHEP_DISPATCH(ks_minmax_rows, s.data, D, b, e, l, h);
-  });
-  for (std::size_t d = 0; d < D; ++d) {
-    lo[d] = ~K{0};
-    hi[d] = K{0};
+void ks_range_sample(const metrics::Sample<T>& s, K* lo, K* hi) {
+  auto fold = [&](std::size_t r0, std::size_t r1) { NFHEP_DISPATCH(ks_minmax_rows, s.data, s.dim, r0, r1, lo, hi); };
+  if (s.n <= kKsRangeRows) {
+    fold(0, s.n);
+    return;
   }
-  for (std::size_t c = 0; c < n_chunks; ++c)
-    for (std::size_t d = 0; d < D; ++d) {
-      lo[d] = std::min(lo[d], clo[c * D + d]);
-      hi[d] = std::max(hi[d], chi[c * D + d]);
-    }
+  const std::size_t step = s.n / kKsRangeRows;
+  for (std::size_t i = 0; i < kKsRangeRows; ++i) fold(i * step, i * step + 1);
+  fold(s.n - 1, s.n);
 }
 
-/// Throws (through validate_sample's message, which names the first bad event) if a column of s holds a
-/// NaN or an infinity, judged from its key extremes.
-template <class T, class K>
-void ks_check_finite(const metrics::Sample<T>& s, const K* lo, const K* hi, const char* name, const char* wname) {
-  const K kmin = math::to_ordered(-std::numeric_limits<T>::infinity());
-  const K kmax = math::to_ordered(std::numeric_limits<T>::infinity());
-  for (std::size_t d = 0; d < s.dim; ++d)
-    if (!(lo[d] > kmin && hi[d] < kmax)) {
-      metrics::validate_sample(s, name, wname, true);  // throws, naming the first bad event
-      throw std::invalid_argument(std::string("argument '") + name + "' contains a non-finite value");
-    }
-}
+/// uint16 buffer for the bucket indices: uninitialised (every element is written before it is read) and,
+/// on Linux, advised onto transparent huge pages (the buffer is ~100 MB for D = 28, n = 10^6 and touched
+/// once per call: 4 KiB page faults cost about as much as writing it).
+struct U16Buffer {
+  struct Free {
+    void operator()(std::uint16_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<std::uint16_t[], Free> p;
+  explicit U16Buffer(std::size_t n) {
+    constexpr std::size_t kAlign = std::size_t{2} << 20;
+    const std::size_t bytes = std::max<std::size_t>(kAlign, (n * sizeof(std::uint16_t) + kAlign - 1) / kAlign * kAlign);
+    p.reset(static_cast<std::uint16_t*>(std::aligned_alloc(kAlign, bytes)));
+    if (!p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    madvise(p.get(), bytes, MADV_HUGEPAGE);  // advisory: failure only costs speed
+#endif
+  }
+  std::uint16_t* data() { return p.get(); }
+};
 
 /// Unweighted KS statistics of every column (x, y already checked for size and dimensions).
 template <class T, class K>
 void ks_unweighted(const metrics::Sample<T>& x, const metrics::Sample<T>& y, double* d_plus, double* d_minus,
                    bool check_finite) {
   const std::size_t D = x.dim, na = x.n, nb = y.n;
-  std::vector<K> lo(D), hi(D), lo_y(D), hi_y(D);
-  ks_column_extremes<T, K>(x, lo.data(), hi.data());
-  if (check_finite) ks_check_finite<T, K>(x, lo.data(), hi.data(), "x", "weights_x");
-  ks_column_extremes<T, K>(y, lo_y.data(), hi_y.data());
-  if (check_finite) ks_check_finite<T, K>(y, lo_y.data(), hi_y.data(), "y", "weights_y");
+  std::vector<K> lo(D, ~K{0}), hi(D, K{0});
+  ks_range_sample<T, K>(x, lo.data(), hi.data());
+  ks_range_sample<T, K>(y, lo.data(), hi.data());
   std::size_t nbk = 256;
   while (nbk < 65536 && nbk * 16 < na + nb) nbk *= 2;
   std::vector<KsColumnMap<K>> maps(D);
   std::vector<double> vlo(D), scale(D);
   for (std::size_t d = 0; d < D; ++d) {
-    maps[d] = ks_column_map<K>(std::min(lo[d], lo_y[d]), std::max(hi[d], hi_y[d]), nbk);
+    maps[d] = ks_column_map<K>(lo[d], hi[d], nbk);
     vlo[d] = maps[d].vlo;
     scale[d] = maps[d].scale;  // 0 for key-mapped columns (their indices are rewritten below)
   }
@@ -457,27 +463,41 @@ void ks_unweighted(const metrics::Sample<T>& x, const metrics::Sample<T>& y, dou
   // Columns in groups whose indices fit kKsIndexBytes (D = 28, n = 10^6: one group of 112 MB).
   const std::size_t per_col = (na + nb) * sizeof(std::uint16_t);
   const std::size_t group = std::max<std::size_t>(1, std::min<std::size_t>(D, kKsIndexBytes / per_col));
-  std::vector<std::uint16_t> ix(group * na), iy(group * nb);
+  U16Buffer ix(group * na), iy(group * nb);
   std::mutex m;
   std::vector<std::unique_ptr<KsWork<K>>> free_work;
   for (std::size_t g0 = 0; g0 < D; g0 += group) {
     const std::size_t g1 = std::min(D, g0 + group);
-    auto bucket_rows = [&](const metrics::Sample<T>& s, std::uint16_t* idx) {
+    // Bucket indices of columns [g0, g1) of s; false if a value is NaN or infinite.
+    auto bucket_rows = [&](const metrics::Sample<T>& s, std::uint16_t* idx) -> bool {
+      std::atomic<bool> finite{true};
       parallel_for(s.n, kKsRowChunk, [&](std::size_t b, std::size_t e) {
-        NFHEP_DISPATCH(ks_bucket_rows, s.data, D, g0, g1, b, e, vlo.data(), scale.data(), last, idx, s.n);
+        const bool ok = [&]() -> bool {
+          NFHEP_DISPATCH(ks_bucket_rows, s.data, D, g0, g1, b, e, vlo.data(), scale.data(), last, idx, s.n);
+        }();
+        if (!ok) finite.store(false, std::memory_order_relaxed);
       });
       for (std::size_t d = g0; d < g1; ++d) {  // fallback columns: buckets linear in the key
         if (maps[d].linear) continue;
         const KsColumnMap<K> mp = maps[d];
         std::uint16_t* out = idx + (d - g0) * s.n;
         parallel_for(s.n, kKsRowChunk, [&](std::size_t b, std::size_t e) {
-          for (std::size_t i = b; i < e; ++i)
-            out[i] = static_cast<std::uint16_t>((math::to_ordered(s.data[i * D + d]) - mp.klo) >> mp.shift);
+          for (std::size_t i = b; i < e; ++i) {
+            const K k = math::to_ordered(s.data[i * D + d]);
+            const K bk = k < mp.klo ? K{0} : static_cast<K>((k - mp.klo) >> mp.shift);
+            out[i] = static_cast<std::uint16_t>(bk < last ? bk : last);
+          }
         });
       }
+      return finite.load();
     };
-    bucket_rows(x, ix.data());
-    bucket_rows(y, iy.data());
+    const bool finite_x = bucket_rows(x, ix.data());
+    const bool finite_y = bucket_rows(y, iy.data());
+    if (check_finite && !(finite_x && finite_y)) {
+      metrics::validate_sample(x, "x", "weights_x", true);  // throws, naming the first bad event
+      metrics::validate_sample(y, "y", "weights_y", true);
+      throw std::logic_error("ks_statistics: a non-finite value escaped validate_sample");
+    }
     parallel_for(g1 - g0, 1, [&](std::size_t c0, std::size_t c1) {
       std::unique_ptr<KsWork<K>> wk;
       {

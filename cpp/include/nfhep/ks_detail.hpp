@@ -23,9 +23,9 @@ NFHEP_DECLARE_ISA(void ks_minmax_rows(const double* x, std::size_t dim, std::siz
                                       std::uint64_t* lo, std::uint64_t* hi))
 NFHEP_DECLARE_ISA(void ks_minmax_rows(const float* x, std::size_t dim, std::size_t r0, std::size_t r1,
                                       std::uint32_t* lo, std::uint32_t* hi))
-NFHEP_DECLARE_ISA(void ks_bucket_rows(const double* x, std::size_t dim, std::size_t c0, std::size_t c1,
+NFHEP_DECLARE_ISA(bool ks_bucket_rows(const double* x, std::size_t dim, std::size_t c0, std::size_t c1,
                                       std::size_t r0, std::size_t r1, const double* vlo, const double* scale,
                                       std::uint32_t last, std::uint16_t* idx, std::size_t ld))
-NFHEP_DECLARE_ISA(void ks_bucket_rows(const float* x, std::size_t dim, std::size_t c0, std::size_t c1,
+NFHEP_DECLARE_ISA(bool ks_bucket_rows(const float* x, std::size_t dim, std::size_t c0, std::size_t c1,
                                       std::size_t r0, std::size_t r1, const double* vlo, const double* scale,
                                       std::uint32_t last, std::uint16_t* idx, std::size_t ld))

@@ -8,6 +8,9 @@
 // force-inlined helpers: no weak symbols from this file.
 #include <cstddef>
 #include <cstdint>
+#if defined(__AVX512BW__)
+#include <immintrin.h>
+#endif
 
 #include "nfhep/ks_detail.hpp"
 #include "nfhep/math/sort_keys.hpp"
@@ -16,7 +19,7 @@ namespace nfhep::detail::NFHEP_ISA_NS {
 namespace {
 
 constexpr std::size_t kTileRows = 32;  // 32 uint16 = one cache line per column of the output
-constexpr std::size_t kTileCols = 64;
+constexpr std::size_t kTileCols = 32;  // columns per tile (wider samples: several column blocks)
 
 template <class T, class K>
 NFHEP_FORCEINLINE void minmax_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, std::size_t r1,
@@ -31,34 +34,103 @@ NFHEP_FORCEINLINE void minmax_impl(const T* NFHEP_RESTRICT x, std::size_t dim, s
   }
 }
 
+/// Bucket indices of k consecutive values (parameters per value: lo, sc); returns nonzero if one of the
+/// values is NaN or infinite. The clamps are written so that NaN goes to 0 (max(NaN, 0) picks 0).
 template <class T>
-NFHEP_FORCEINLINE void bucket_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t c0, std::size_t c1,
+NFHEP_FORCEINLINE std::uint32_t tile_values(const T* NFHEP_RESTRICT src, const double* NFHEP_RESTRICT lo,
+                                            const double* NFHEP_RESTRICT sc, double top,
+                                            std::uint16_t* NFHEP_RESTRICT out, std::size_t k) {
+  std::uint32_t bad = 0;
+  for (std::size_t i = 0; i < k; ++i) {
+    const double v = static_cast<double>(src[i]);
+    bad |= (v - v == 0.0) ? 0u : 1u;  // inf - inf and NaN - NaN are NaN
+    double t = (v - lo[i]) * sc[i];
+    t = t > 0.0 ? t : 0.0;
+    t = t < top ? t : top;
+    out[i] = static_cast<std::uint16_t>(static_cast<std::int32_t>(t));
+  }
+  return bad;
+}
+
+// The tile of bucket indices, kTileRows rows x w <= kTileCols columns with row stride w, is written out
+// column by column (kTileRows uint16 per column: one cache line). AVX-512: a 32 x 32 uint16 transpose
+// in registers (5 stages of two-source word permutes, each swapping the off-diagonal b x b blocks of
+// every 2b x 2b block, b = 16, 8, 4, 2, 1); other levels copy element by element.
+#if defined(__AVX512BW__)
+/// Word-permute indices of the 5 transpose stages (b = 16 >> s): perm[2s] keeps the low halves of the
+/// 2b-blocks of rows i and i + b, perm[2s + 1] the high halves.
+struct TransposePerm {
+  alignas(64) std::uint16_t idx[10][32];
+};
+NFHEP_FORCEINLINE void init_perm(TransposePerm& t) {
+  for (std::size_t s = 0, b = 16; s < 5; ++s, b /= 2)
+    for (std::size_t p = 0; p < 32; ++p) {
+      const std::size_t g = p & ~(2 * b - 1), off = p & (2 * b - 1);
+      t.idx[2 * s][p] = static_cast<std::uint16_t>(off < b ? g + off : 32 + g + off - b);
+      t.idx[2 * s + 1][p] = static_cast<std::uint16_t>(off < b ? g + b + off : 32 + g + off);
+    }
+}
+NFHEP_FORCEINLINE void write_tile(const TransposePerm& t, const std::uint16_t* tile, std::size_t w, std::size_t m,
+                                  std::uint16_t* out, std::size_t ld) {
+  static_assert(kTileRows == 32 && kTileCols == 32, "the register transpose is 32 x 32");
+  __m512i r[32];
+  for (std::size_t i = 0; i < 32; ++i) r[i] = _mm512_loadu_si512(tile + i * w);
+  for (std::size_t s = 0, b = 16; s < 5; ++s, b /= 2) {
+    const __m512i lo = _mm512_load_si512(t.idx[2 * s]), hi = _mm512_load_si512(t.idx[2 * s + 1]);
+    for (std::size_t i = 0; i < 32; ++i) {
+      if (i & b) continue;
+      const __m512i a = r[i], c = r[i + b];
+      r[i] = _mm512_permutex2var_epi16(a, lo, c);
+      r[i + b] = _mm512_permutex2var_epi16(a, hi, c);
+    }
+  }
+  const __mmask32 mask = m >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((std::uint32_t{1} << m) - 1u);
+  for (std::size_t j = 0; j < w; ++j) _mm512_mask_storeu_epi16(out + j * ld, mask, r[j]);
+}
+#else
+struct TransposePerm {};
+NFHEP_FORCEINLINE void init_perm(TransposePerm&) {}
+NFHEP_FORCEINLINE void write_tile(const TransposePerm&, const std::uint16_t* NFHEP_RESTRICT tile, std::size_t w, std::size_t m,
+                                  std::uint16_t* NFHEP_RESTRICT out, std::size_t ld) {
+  for (std::size_t j = 0; j < w; ++j)
+    for (std::size_t r = 0; r < m; ++r) out[j * ld + r] = tile[r * w + j];
+}
+#endif
+
+template <class T>
+NFHEP_FORCEINLINE bool bucket_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t c0, std::size_t c1,
                                    std::size_t r0, std::size_t r1, const double* NFHEP_RESTRICT vlo,
                                    const double* NFHEP_RESTRICT scale, std::uint32_t last,
                                    std::uint16_t* NFHEP_RESTRICT idx, std::size_t ld) {
-  alignas(64) std::uint16_t tile[kTileRows * kTileCols];
+  // Per-value parameters of a tile (the column parameters repeated row after row), so that a tile of
+  // whole rows (dim <= kTileCols), contiguous in memory, is one flat, fully vectorised loop.
+  alignas(64) double rlo[kTileRows * kTileCols];
+  alignas(64) double rsc[kTileRows * kTileCols];
+  alignas(64) std::uint16_t tile[kTileRows * kTileCols + kTileCols] = {};  // + padding for row loads
+  const double top = static_cast<double>(last);
+  TransposePerm perm;
+  init_perm(perm);
+  std::uint32_t bad = 0;
   for (std::size_t cb = c0; cb < c1; cb += kTileCols) {
     const std::size_t w = (c1 - cb < kTileCols) ? c1 - cb : kTileCols;
-    const double* NFHEP_RESTRICT lo = vlo + cb;
-    const double* NFHEP_RESTRICT sc = scale + cb;
+    const bool flat = (w == dim);  // whole rows: the tile is contiguous in x
+    for (std::size_t r = 0; r < kTileRows; ++r)
+      for (std::size_t j = 0; j < w; ++j) {
+        rlo[r * w + j] = vlo[cb + j];
+        rsc[r * w + j] = scale[cb + j];
+      }
     for (std::size_t rb = r0; rb < r1; rb += kTileRows) {
       const std::size_t m = (r1 - rb < kTileRows) ? r1 - rb : kTileRows;
-      for (std::size_t r = 0; r < m; ++r) {
-        const T* NFHEP_RESTRICT row = x + (rb + r) * dim + cb;
-        std::uint16_t* NFHEP_RESTRICT t = tile + r * kTileCols;
-        for (std::size_t j = 0; j < w; ++j) {
-          // 0 <= (v - lo) * scale <= last + 1 (+ rounding) by the caller's contract: fits an int32.
-          const std::int32_t b = static_cast<std::int32_t>((static_cast<double>(row[j]) - lo[j]) * sc[j]);
-          const std::uint32_t u = static_cast<std::uint32_t>(b);
-          t[j] = static_cast<std::uint16_t>(u < last ? u : last);
-        }
+      if (flat) {
+        bad |= tile_values(x + rb * dim, rlo, rsc, top, tile, m * w);
+      } else {
+        for (std::size_t r = 0; r < m; ++r)
+          bad |= tile_values(x + (rb + r) * dim + cb, rlo, rsc, top, tile + r * w, w);
       }
-      for (std::size_t j = 0; j < w; ++j) {
-        std::uint16_t* NFHEP_RESTRICT out = idx + (cb + j - c0) * ld + rb;
-        for (std::size_t r = 0; r < m; ++r) out[r] = tile[r * kTileCols + j];
-      }
+      write_tile(perm, tile, w, m, idx + (cb - c0) * ld + rb, ld);
     }
   }
+  return bad == 0;
 }
 
 }  // namespace
@@ -71,15 +143,15 @@ void ks_minmax_rows(const float* x, std::size_t dim, std::size_t r0, std::size_t
                     std::uint32_t* hi) {
   minmax_impl(x, dim, r0, r1, lo, hi);
 }
-void ks_bucket_rows(const double* x, std::size_t dim, std::size_t c0, std::size_t c1, std::size_t r0,
+bool ks_bucket_rows(const double* x, std::size_t dim, std::size_t c0, std::size_t c1, std::size_t r0,
                     std::size_t r1, const double* vlo, const double* scale, std::uint32_t last,
                     std::uint16_t* idx, std::size_t ld) {
-  bucket_impl(x, dim, c0, c1, r0, r1, vlo, scale, last, idx, ld);
+  return bucket_impl(x, dim, c0, c1, r0, r1, vlo, scale, last, idx, ld);
 }
-void ks_bucket_rows(const float* x, std::size_t dim, std::size_t c0, std::size_t c1, std::size_t r0,
+bool ks_bucket_rows(const float* x, std::size_t dim, std::size_t c0, std::size_t c1, std::size_t r0,
                     std::size_t r1, const double* vlo, const double* scale, std::uint32_t last,
                     std::uint16_t* idx, std::size_t ld) {
-  bucket_impl(x, dim, c0, c1, r0, r1, vlo, scale, last, idx, ld);
+  return bucket_impl(x, dim, c0, c1, r0, r1, vlo, scale, last, idx, ld);
 }
 
 }  // namespace nfhep::detail::NFHEP_ISA_NS
