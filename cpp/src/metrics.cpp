@@ -450,8 +450,12 @@ void ks_unweighted(const metrics::Sample<T>& x, const metrics::Sample<T>& y, dou
   std::vector<K> lo(D, ~K{0}), hi(D, K{0});
   ks_range_sample<T, K>(x, lo.data(), hi.data());
   ks_range_sample<T, K>(y, lo.data(), hi.data());
+  // Bucket count: the scan costs ~nbk, the counting ~n (more once the counts outgrow the L2 cache), and
+  // under H0 the values in candidate buckets grow like (n / nbk)^2; nbk ~ 2 n^(2/3) (power of two in
+  // [2^8, 2^16]) balanced them best here (D = 28, n = 10^6: 2^15; D = 100, n = 2 10^5: 2^14).
+  const double target = 2.0 * std::cbrt(static_cast<double>(na + nb) * static_cast<double>(na + nb));
   std::size_t nbk = 256;
-  while (nbk < 65536 && nbk * 16 < na + nb) nbk *= 2;
+  while (nbk < 65536 && static_cast<double>(nbk) < target) nbk *= 2;
   std::vector<KsColumnMap<K>> maps(D);
   std::vector<double> vlo(D), scale(D);
   for (std::size_t d = 0; d < D; ++d) {
