@@ -477,7 +477,8 @@ void ks_unweighted(const metrics::Sample<T>& x, const metrics::Sample<T>& y, dou
       std::atomic<bool> finite{true};
       parallel_for(s.n, kKsRowChunk, [&](std::size_t b, std::size_t e) {
         const bool ok = [&]() -> bool {
-          NFHEP_DISPATCH(ks_bucket_rows, s.data, D, g0, g1, b, e, vlo.data(), scale.data(), last, idx, s.n);
+          NFHEP_DISPATCH(ks_bucket_rows, s.data + g0, D, g1 - g0, b, e, vlo.data() + g0, scale.data() + g0, last,
+                         idx, s.n);
         }();
         if (!ok) finite.store(false, std::memory_order_relaxed);
       });

@@ -1,18 +1,18 @@
 // nfhep/ks_detail.hpp: per-ISA kernels of the unweighted two-sample KS statistic (cpp/src/isa/ks_isa.cpp),
 // used by metrics::ks_statistics in cpp/src/metrics.cpp. Not part of the public API.
 //
-// Both kernels stream rows [r0, r1) of a row-major (n, dim) sample, so every value is read where it lies
+// Both kernels work on rows [r0, r1) of a row-major (n, dim) sample, so every value is read where it lies
 // (no column gather):
 // - ks_minmax_rows: per-column minimum and maximum of the order-preserving keys (math::to_ordered),
-//   folded into lo[d] / hi[d] (callers start from lo = all ones, hi = 0). NaN keys lie outside
-//   [key(-inf), key(+inf)], so the extremes also tell whether a column is finite.
-// - ks_bucket_rows: bucket index of every value of columns [c0, c1), written column-major as
-//   idx[(d - c0) * ld + i] (uint16), with b = min(trunc((double(v) - vlo[d]) * scale[d]), last).
-//   Requires double(v) - vlo[d] finite and >= 0 for every value, i.e. vlo[d] <= min and a finite range
-//   (the caller's linear mode; other columns get scale 0 and are overwritten by the caller).
-//   Monotone in v (every step rounds monotonically), so equal values share a bucket and buckets are
-//   ordered like the values; the exact values are the same on every ISA level (IEEE subtract/multiply,
-//   no contraction), though the KS result does not depend on them beyond monotonicity.
+//   folded into lo[d] / hi[d] (callers start from lo = all ones, hi = 0); used on a subsample of rows to
+//   set the bucket ranges.
+// - ks_bucket_rows: bucket index of the values in columns [0, n_cols) of x (x may point at a column
+//   inside the row; rows are dim apart), written column-major as idx[d * ld + i] (uint16), with
+//   b = trunc(clamp((double(v) - vlo[d]) * scale[d], 0, last)); NaN goes to 0. Returns false if one of
+//   the values is NaN or infinite. Monotone in v (every step rounds monotonically; +-inf clamp to the
+//   ends), so equal values share a bucket and buckets are ordered like the values; the indices are the
+//   same on every ISA level (IEEE subtract/multiply, no contraction), though the KS result does not
+//   depend on them beyond monotonicity.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -23,9 +23,9 @@ NFHEP_DECLARE_ISA(void ks_minmax_rows(const double* x, std::size_t dim, std::siz
                                       std::uint64_t* lo, std::uint64_t* hi))
 NFHEP_DECLARE_ISA(void ks_minmax_rows(const float* x, std::size_t dim, std::size_t r0, std::size_t r1,
                                       std::uint32_t* lo, std::uint32_t* hi))
-NFHEP_DECLARE_ISA(bool ks_bucket_rows(const double* x, std::size_t dim, std::size_t c0, std::size_t c1,
-                                      std::size_t r0, std::size_t r1, const double* vlo, const double* scale,
+NFHEP_DECLARE_ISA(bool ks_bucket_rows(const double* x, std::size_t dim, std::size_t n_cols, std::size_t r0,
+                                      std::size_t r1, const double* vlo, const double* scale,
                                       std::uint32_t last, std::uint16_t* idx, std::size_t ld))
-NFHEP_DECLARE_ISA(bool ks_bucket_rows(const float* x, std::size_t dim, std::size_t c0, std::size_t c1,
-                                      std::size_t r0, std::size_t r1, const double* vlo, const double* scale,
+NFHEP_DECLARE_ISA(bool ks_bucket_rows(const float* x, std::size_t dim, std::size_t n_cols, std::size_t r0,
+                                      std::size_t r1, const double* vlo, const double* scale,
                                       std::uint32_t last, std::uint16_t* idx, std::size_t ld))

@@ -98,7 +98,7 @@ NFHEP_FORCEINLINE void write_tile(const TransposePerm&, const std::uint16_t* NFH
 #endif
 
 template <class T>
-NFHEP_FORCEINLINE bool bucket_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t c0, std::size_t c1,
+NFHEP_FORCEINLINE bool bucket_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t n_cols,
                                    std::size_t r0, std::size_t r1, const double* NFHEP_RESTRICT vlo,
                                    const double* NFHEP_RESTRICT scale, std::uint32_t last,
                                    std::uint16_t* NFHEP_RESTRICT idx, std::size_t ld) {
@@ -111,8 +111,8 @@ NFHEP_FORCEINLINE bool bucket_impl(const T* NFHEP_RESTRICT x, std::size_t dim, s
   TransposePerm perm;
   init_perm(perm);
   std::uint32_t bad = 0;
-  for (std::size_t cb = c0; cb < c1; cb += kTileCols) {
-    const std::size_t w = (c1 - cb < kTileCols) ? c1 - cb : kTileCols;
+  for (std::size_t cb = 0; cb < n_cols; cb += kTileCols) {
+    const std::size_t w = (n_cols - cb < kTileCols) ? n_cols - cb : kTileCols;
     const bool flat = (w == dim);  // whole rows: the tile is contiguous in x
     for (std::size_t r = 0; r < kTileRows; ++r)
       for (std::size_t j = 0; j < w; ++j) {
@@ -127,7 +127,7 @@ NFHEP_FORCEINLINE bool bucket_impl(const T* NFHEP_RESTRICT x, std::size_t dim, s
         for (std::size_t r = 0; r < m; ++r)
           bad |= tile_values(x + (rb + r) * dim + cb, rlo, rsc, top, tile + r * w, w);
       }
-      write_tile(perm, tile, w, m, idx + (cb - c0) * ld + rb, ld);
+      write_tile(perm, tile, w, m, idx + cb * ld + rb, ld);
     }
   }
   return bad == 0;
@@ -143,15 +143,13 @@ void ks_minmax_rows(const float* x, std::size_t dim, std::size_t r0, std::size_t
                     std::uint32_t* hi) {
   minmax_impl(x, dim, r0, r1, lo, hi);
 }
-bool ks_bucket_rows(const double* x, std::size_t dim, std::size_t c0, std::size_t c1, std::size_t r0,
-                    std::size_t r1, const double* vlo, const double* scale, std::uint32_t last,
+bool ks_bucket_rows(const double* x, std::size_t dim, std::size_t n_cols, std::size_t r0, std::size_t r1, const double* vlo, const double* scale, std::uint32_t last,
                     std::uint16_t* idx, std::size_t ld) {
-  return bucket_impl(x, dim, c0, c1, r0, r1, vlo, scale, last, idx, ld);
+  return bucket_impl(x, dim, n_cols, r0, r1, vlo, scale, last, idx, ld);
 }
-bool ks_bucket_rows(const float* x, std::size_t dim, std::size_t c0, std::size_t c1, std::size_t r0,
-                    std::size_t r1, const double* vlo, const double* scale, std::uint32_t last,
+bool ks_bucket_rows(const float* x, std::size_t dim, std::size_t n_cols, std::size_t r0, std::size_t r1, const double* vlo, const double* scale, std::uint32_t last,
                     std::uint16_t* idx, std::size_t ld) {
-  return bucket_impl(x, dim, c0, c1, r0, r1, vlo, scale, last, idx, ld);
+  return bucket_impl(x, dim, n_cols, r0, r1, vlo, scale, last, idx, ld);
 }
 
 }  // namespace nfhep::detail::NFHEP_ISA_NS
