@@ -102,31 +102,36 @@ NFHEP_FORCEINLINE bool bucket_impl(const T* NFHEP_RESTRICT x, std::size_t dim, s
                                    std::size_t r0, std::size_t r1, const double* NFHEP_RESTRICT vlo,
                                    const double* NFHEP_RESTRICT scale, std::uint32_t last,
                                    std::uint16_t* NFHEP_RESTRICT idx, std::size_t ld) {
-  // Per-value parameters of a tile (the column parameters repeated row after row), so that a tile of
-  // whole rows (dim <= kTileCols), contiguous in memory, is one flat, fully vectorised loop.
-  alignas(64) double rlo[kTileRows * kTileCols];
-  alignas(64) double rsc[kTileRows * kTileCols];
   alignas(64) std::uint16_t tile[kTileRows * kTileCols + kTileCols] = {};  // + padding for row loads
   const double top = static_cast<double>(last);
   TransposePerm perm;
   init_perm(perm);
   std::uint32_t bad = 0;
-  for (std::size_t cb = 0; cb < n_cols; cb += kTileCols) {
-    const std::size_t w = (n_cols - cb < kTileCols) ? n_cols - cb : kTileCols;
-    const bool flat = (w == dim);  // whole rows: the tile is contiguous in x
+  if (n_cols == dim && dim <= kTileCols) {
+    // Whole rows: a tile is contiguous in x, one flat, fully vectorised loop with per-value parameters
+    // (the column parameters repeated row after row).
+    alignas(64) double rlo[kTileRows * kTileCols];
+    alignas(64) double rsc[kTileRows * kTileCols];
     for (std::size_t r = 0; r < kTileRows; ++r)
-      for (std::size_t j = 0; j < w; ++j) {
-        rlo[r * w + j] = vlo[cb + j];
-        rsc[r * w + j] = scale[cb + j];
+      for (std::size_t j = 0; j < dim; ++j) {
+        rlo[r * dim + j] = vlo[j];
+        rsc[r * dim + j] = scale[j];
       }
     for (std::size_t rb = r0; rb < r1; rb += kTileRows) {
       const std::size_t m = (r1 - rb < kTileRows) ? r1 - rb : kTileRows;
-      if (flat) {
-        bad |= tile_values(x + rb * dim, rlo, rsc, top, tile, m * w);
-      } else {
-        for (std::size_t r = 0; r < m; ++r)
-          bad |= tile_values(x + (rb + r) * dim + cb, rlo, rsc, top, tile + r * w, w);
-      }
+      bad |= tile_values(x + rb * dim, rlo, rsc, top, tile, m * dim);
+      write_tile(perm, tile, dim, m, idx + rb, ld);
+    }
+    return bad == 0;
+  }
+  // Otherwise blocks of kTileCols columns inside each 32-row tile (the tile's rows stay in L1 while
+  // every block is processed).
+  for (std::size_t rb = r0; rb < r1; rb += kTileRows) {
+    const std::size_t m = (r1 - rb < kTileRows) ? r1 - rb : kTileRows;
+    for (std::size_t cb = 0; cb < n_cols; cb += kTileCols) {
+      const std::size_t w = (n_cols - cb < kTileCols) ? n_cols - cb : kTileCols;
+      for (std::size_t r = 0; r < m; ++r)
+        bad |= tile_values(x + (rb + r) * dim + cb, vlo + cb, scale + cb, top, tile + r * w, w);
       write_tile(perm, tile, w, m, idx + cb * ld + rb, ld);
     }
   }
