@@ -23,7 +23,9 @@ from nfhep.metrics import ks_2samp
 __all__ = ["main", "time_ks"]
 
 
-def time_ks(x: np.ndarray, y: np.ndarray, *, threads: int, repeat: int, check_finite: bool) -> tuple[float, float]:
+def time_ks(
+    x: np.ndarray, y: np.ndarray, *, threads: int, repeat: int, check_finite: bool
+) -> tuple[float, float]:
     """Best-of-``repeat`` (wall seconds, CPU seconds) of ``ks_2samp(x, y)`` on ``threads`` threads."""
     nfhep.set_num_threads(threads)
     ks_2samp(x, y, check_finite=check_finite)  # warm-up (page faults of the scratch buffers)
@@ -57,7 +59,10 @@ def main() -> None:
         for t in (int(v) for v in args.threads.split(",")):
             wall, cpu = time_ks(x, y, threads=t, repeat=args.repeat, check_finite=not args.no_check_finite)
             ns = cpu / (2 * n * dim) * 1e9
-            print(f"D={dim:4d} n={n:8d} threads={t}: wall {wall:.4f} s  cpu {cpu:.4f} s  ({ns:.2f} ns/value cpu)")
+            print(
+                f"D={dim:4d} n={n:8d} threads={t}: wall {wall:.4f} s  cpu {cpu:.4f} s"
+                f"  ({ns:.2f} ns/value cpu)"
+            )
         if args.scipy:
             from scipy import stats
 

@@ -600,7 +600,9 @@ def test_ks_every_bucket_a_candidate():
     _assert_ks_exact(c, e)
 
 
-@pytest.mark.parametrize("n1,n2", [(1, 1), (3, 700), (1_000, 1_100), (20_000, 13_000), (1_100_000, 1_150_000)])
+@pytest.mark.parametrize(
+    "n1,n2", [(1, 1), (3, 700), (1_000, 1_100), (20_000, 13_000), (1_100_000, 1_150_000)]
+)
 def test_ks_bucket_count_branches(n1, n2):
     # 2 (n1 + n2)^(2/3) buckets as a power of two in [2^8, 2^16]: 256 for the small cases, 2^12, 2^14 and
     # the 2^16 cap for the largest (one column there, to stay fast)

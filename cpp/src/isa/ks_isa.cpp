@@ -90,8 +90,8 @@ NFHEP_FORCEINLINE void write_tile(const TransposePerm& t, const std::uint16_t* t
 #else
 struct TransposePerm {};
 NFHEP_FORCEINLINE void init_perm(TransposePerm&) {}
-NFHEP_FORCEINLINE void write_tile(const TransposePerm&, const std::uint16_t* NFHEP_RESTRICT tile, std::size_t w, std::size_t m,
-                                  std::uint16_t* NFHEP_RESTRICT out, std::size_t ld) {
+NFHEP_FORCEINLINE void write_tile(const TransposePerm&, const std::uint16_t* NFHEP_RESTRICT tile, std::size_t w,
+                                  std::size_t m, std::uint16_t* NFHEP_RESTRICT out, std::size_t ld) {
   for (std::size_t j = 0; j < w; ++j)
     for (std::size_t r = 0; r < m; ++r) out[j * ld + r] = tile[r * w + j];
 }
@@ -148,12 +148,14 @@ void ks_minmax_rows(const float* x, std::size_t dim, std::size_t r0, std::size_t
                     std::uint32_t* hi) {
   minmax_impl(x, dim, r0, r1, lo, hi);
 }
-bool ks_bucket_rows(const double* x, std::size_t dim, std::size_t n_cols, std::size_t r0, std::size_t r1, const double* vlo, const double* scale, std::uint32_t last,
-                    std::uint16_t* idx, std::size_t ld) {
+bool ks_bucket_rows(const double* x, std::size_t dim, std::size_t n_cols, std::size_t r0, std::size_t r1,
+                    const double* vlo, const double* scale, std::uint32_t last, std::uint16_t* idx,
+                    std::size_t ld) {
   return bucket_impl(x, dim, n_cols, r0, r1, vlo, scale, last, idx, ld);
 }
-bool ks_bucket_rows(const float* x, std::size_t dim, std::size_t n_cols, std::size_t r0, std::size_t r1, const double* vlo, const double* scale, std::uint32_t last,
-                    std::uint16_t* idx, std::size_t ld) {
+bool ks_bucket_rows(const float* x, std::size_t dim, std::size_t n_cols, std::size_t r0, std::size_t r1,
+                    const double* vlo, const double* scale, std::uint32_t last, std::uint16_t* idx,
+                    std::size_t ld) {
   return bucket_impl(x, dim, n_cols, r0, r1, vlo, scale, last, idx, ld);
 }
 
