@@ -266,35 +266,89 @@ void ks_merge(const Sorted<K>& a, const Sorted<K>& b, double& d_plus, double& d_
 /// checks finiteness), (3) per column: counts from the indices, bounds, selection of the candidate
 /// buckets' rows from the indices, their values fetched from the rows, sorted and walked. The input is
 /// read once, and the indices (2 bytes per value) twice.
-template <class K>
+/// The bucket map of one column: b = trunc(clamp((u - lo) * scale, 0, nbk - 1)) with u the value itself or,
+/// for `key` columns, its order-preserving key as a double. Both are monotone (every step rounds
+/// monotonically; equal values, equal buckets; -inf/+inf land in the end buckets). Linear in the value
+/// suits most data; linear in the key is roughly linear in log|v| within each sign, which balances
+/// heavy-tailed positive columns (energies, momenta) far better, and it is the only choice when the value
+/// range overflows (values near +-DBL_MAX, or infinities/NaN in the subsample with check_finite=False).
+/// lo/scale come from the key range [klo, khi] of the subsample.
 struct KsColumnMap {
-  bool linear = true;  // bucket = trunc(clamp((v - vlo) * scale, 0, last)); else clamp((key - klo) >> shift)
-  double vlo = 0.0, scale = 0.0;
-  K klo = 0;
-  int shift = 0;
+  bool key = false;
+  double lo = 0.0, scale = 0.0;
 };
 
-/// Buckets linear in the value, (v - v_lo) * scale truncated and clamped to [0, nbk - 1] (monotone: every
-/// step rounds monotonically; equal values, equal buckets; -inf/+inf land in the end buckets). Where the
-/// value range overflows (values near +-DBL_MAX, or infinities/NaN in the subsample with
-/// check_finite=False) buckets linear in the key instead, clamp((k - k_lo) >> shift): also exact, but
-/// poorly balanced for most data (one binade per equal key range), so only a fallback. lo/hi: the key
-/// range of the subsample.
 template <class K>
-KsColumnMap<K> ks_column_map(K lo, K hi, std::size_t nbk) {
-  KsColumnMap<K> m;
-  m.vlo = static_cast<double>(math::from_ordered(lo));
-  const double vrange = static_cast<double>(math::from_ordered(hi)) - m.vlo;
-  m.linear = std::isfinite(vrange);
-  if (m.linear) {
-    m.scale = vrange > 0.0 ? static_cast<double>(nbk) / vrange : 0.0;
-  } else {
-    m.vlo = 0.0;
-    m.klo = lo;
-    const K range = static_cast<K>(hi - lo);
-    while ((range >> m.shift) >= nbk) ++m.shift;
-  }
+KsColumnMap ks_value_map(K klo, K khi, std::size_t nbk, bool& finite) {
+  KsColumnMap m;
+  m.lo = static_cast<double>(math::from_ordered(klo));
+  const double range = static_cast<double>(math::from_ordered(khi)) - m.lo;
+  finite = std::isfinite(range);
+  m.scale = finite && range > 0.0 ? static_cast<double>(nbk) / range : 0.0;
   return m;
+}
+
+template <class K>
+KsColumnMap ks_key_map(K klo, K khi, std::size_t nbk) {
+  KsColumnMap m;
+  m.key = true;
+  m.lo = static_cast<double>(klo);
+  const double range = static_cast<double>(khi) - m.lo;
+  m.scale = range > 0.0 ? static_cast<double>(nbk) / range : 0.0;
+  return m;
+}
+
+/// The kernel's bucket formula, for one value (used to choose the map on a subsample).
+template <class T>
+std::size_t ks_bucket_of(const KsColumnMap& m, T v, double top) {
+  const double u = m.key ? static_cast<double>(math::to_ordered(v)) : static_cast<double>(v);
+  double t = (u - m.lo) * m.scale;
+  t = t > 0.0 ? t : 0.0;
+  t = t < top ? t : top;
+  return static_cast<std::size_t>(t);
+}
+
+constexpr std::size_t kKsChoiceRows = 1024;  // rows of each sample that choose between the two maps
+
+/// Per column: the value map, unless the key map puts at most half as many pairs of subsample values into
+/// a common bucket (the candidate buckets' work grows with the squared bucket counts), or the value range
+/// overflows. The subsample: kKsChoiceRows evenly spaced rows of x and of y.
+template <class T, class K>
+void ks_choose_maps(const metrics::Sample<T>& x, const metrics::Sample<T>& y, const K* klo, const K* khi,
+                    std::size_t nbk, KsColumnMap* maps) {
+  const std::size_t D = x.dim;
+  const double top = static_cast<double>(nbk - 1);
+  // Subsample rows (every step-th), gathered column-major; each row is read whole, once.
+  const std::size_t mx = std::min(x.n, kKsChoiceRows), sx = x.n / mx;
+  const std::size_t my = std::min(y.n, kKsChoiceRows), sy = y.n / my;
+  const std::size_t m = mx + my;
+  std::vector<T> vals(m * D);
+  for (std::size_t i = 0; i < mx; ++i)
+    for (std::size_t d = 0; d < D; ++d) vals[d * m + i] = x.data[i * sx * D + d];
+  for (std::size_t i = 0; i < my; ++i)
+    for (std::size_t d = 0; d < D; ++d) vals[d * m + mx + i] = y.data[i * sy * D + d];
+  std::vector<std::uint32_t> cnt(nbk, 0u);
+  std::vector<std::uint32_t> bk(m);
+  auto pairs = [&](const KsColumnMap& map, const T* v) {
+    std::size_t p = 0;
+    for (std::size_t i = 0; i < m; ++i) {
+      bk[i] = static_cast<std::uint32_t>(ks_bucket_of(map, v[i], top));
+      p += cnt[bk[i]]++;
+    }
+    for (std::size_t i = 0; i < m; ++i) cnt[bk[i]] = 0;  // clear only what was touched
+    return p;
+  };
+  for (std::size_t d = 0; d < D; ++d) {
+    bool finite = false;
+    const KsColumnMap vm = ks_value_map<K>(klo[d], khi[d], nbk, finite);
+    const KsColumnMap km = ks_key_map<K>(klo[d], khi[d], nbk);
+    if (!finite) {
+      maps[d] = km;
+      continue;
+    }
+    const T* v = vals.data() + d * m;
+    maps[d] = 2 * pairs(km, v) <= pairs(vm, v) ? km : vm;
+  }
 }
 
 /// Per-thread scratch of ks_column.
@@ -459,12 +513,13 @@ void ks_unweighted(const metrics::Sample<T>& x, const metrics::Sample<T>& y, dou
   const double target = 2.0 * std::cbrt(static_cast<double>(na + nb) * static_cast<double>(na + nb));
   std::size_t nbk = 256;
   while (nbk < 65536 && static_cast<double>(nbk) < target) nbk *= 2;
-  std::vector<KsColumnMap<K>> maps(D);
-  std::vector<double> vlo(D), scale(D);
+  std::vector<KsColumnMap> maps(D);
+  ks_choose_maps<T, K>(x, y, lo.data(), hi.data(), nbk, maps.data());
+  std::vector<double> vlo(D), scale(D), key_mode(D);
   for (std::size_t d = 0; d < D; ++d) {
-    maps[d] = ks_column_map<K>(lo[d], hi[d], nbk);
-    vlo[d] = maps[d].vlo;
-    scale[d] = maps[d].scale;  // 0 for key-mapped columns (their indices are rewritten below)
+    vlo[d] = maps[d].lo;
+    scale[d] = maps[d].scale;
+    key_mode[d] = maps[d].key ? 1.0 : 0.0;
   }
   const std::uint32_t last = static_cast<std::uint32_t>(nbk - 1);
   // Columns in groups whose indices fit kKsIndexBytes (D = 28, n = 10^6: one group of 112 MB).
@@ -480,23 +535,11 @@ void ks_unweighted(const metrics::Sample<T>& x, const metrics::Sample<T>& y, dou
       std::atomic<bool> finite{true};
       parallel_for(s.n, kKsRowChunk, [&](std::size_t b, std::size_t e) {
         const bool ok = [&]() -> bool {
-          NFHEP_DISPATCH(ks_bucket_rows, s.data + g0, D, g1 - g0, b, e, vlo.data() + g0, scale.data() + g0, last,
-                         idx, s.n);
+          NFHEP_DISPATCH(ks_bucket_rows, s.data + g0, D, g1 - g0, b, e, vlo.data() + g0, scale.data() + g0,
+                         key_mode.data() + g0, last, idx, s.n);
         }();
         if (!ok) finite.store(false, std::memory_order_relaxed);
       });
-      for (std::size_t d = g0; d < g1; ++d) {  // fallback columns: buckets linear in the key
-        if (maps[d].linear) continue;
-        const KsColumnMap<K> mp = maps[d];
-        std::uint16_t* out = idx + (d - g0) * s.n;
-        parallel_for(s.n, kKsRowChunk, [&](std::size_t b, std::size_t e) {
-          for (std::size_t i = b; i < e; ++i) {
-            const K k = math::to_ordered(s.data[i * D + d]);
-            const K bk = k < mp.klo ? K{0} : static_cast<K>((k - mp.klo) >> mp.shift);
-            out[i] = static_cast<std::uint16_t>(bk < last ? bk : last);
-          }
-        });
-      }
       return finite.load();
     };
     const bool finite_x = bucket_rows(x, ix.data());

@@ -34,17 +34,25 @@ NFHEP_FORCEINLINE void minmax_impl(const T* NFHEP_RESTRICT x, std::size_t dim, s
   }
 }
 
-/// Bucket indices of k consecutive values (parameters per value: lo, sc); returns nonzero if one of the
+/// Bucket indices of k consecutive values, parameters per value: the map's argument u is the value itself
+/// (key[i] == 0) or its order-preserving key as a double (key[i] != 0; monotone too, as the conversion
+/// rounds monotonically), then b = trunc(clamp((u - lo) * sc, 0, top)). Returns nonzero if one of the
 /// values is NaN or infinite. The clamps are written so that NaN goes to 0 (max(NaN, 0) picks 0).
-template <class T>
+/// (AnyKey = false: no column of the call uses the key, skip computing it.)
+template <bool AnyKey, class T>
 NFHEP_FORCEINLINE std::uint32_t tile_values(const T* NFHEP_RESTRICT src, const double* NFHEP_RESTRICT lo,
-                                            const double* NFHEP_RESTRICT sc, double top,
-                                            std::uint16_t* NFHEP_RESTRICT out, std::size_t k) {
+                                            const double* NFHEP_RESTRICT sc, const double* NFHEP_RESTRICT key,
+                                            double top, std::uint16_t* NFHEP_RESTRICT out, std::size_t k) {
   std::uint32_t bad = 0;
   for (std::size_t i = 0; i < k; ++i) {
     const double v = static_cast<double>(src[i]);
     bad |= (v - v == 0.0) ? 0u : 1u;  // inf - inf and NaN - NaN are NaN
-    double t = (v - lo[i]) * sc[i];
+    double u = v;
+    if constexpr (AnyKey) {
+      const double kv = static_cast<double>(::nfhep::math::to_ordered(src[i]));
+      u = key[i] != 0.0 ? kv : v;
+    }
+    double t = (u - lo[i]) * sc[i];
     t = t > 0.0 ? t : 0.0;
     t = t < top ? t : top;
     out[i] = static_cast<std::uint16_t>(static_cast<std::int32_t>(t));
@@ -97,10 +105,11 @@ NFHEP_FORCEINLINE void write_tile(const TransposePerm&, const std::uint16_t* NFH
 }
 #endif
 
-template <class T>
+template <bool AnyKey, class T>
 NFHEP_FORCEINLINE bool bucket_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t n_cols,
                                    std::size_t r0, std::size_t r1, const double* NFHEP_RESTRICT vlo,
-                                   const double* NFHEP_RESTRICT scale, std::uint32_t last,
+                                   const double* NFHEP_RESTRICT scale, const double* NFHEP_RESTRICT key_mode,
+                                   std::uint32_t last,
                                    std::uint16_t* NFHEP_RESTRICT idx, std::size_t ld) {
   alignas(64) std::uint16_t tile[kTileRows * kTileCols + kTileCols] = {};  // + padding for row loads
   const double top = static_cast<double>(last);
@@ -112,14 +121,16 @@ NFHEP_FORCEINLINE bool bucket_impl(const T* NFHEP_RESTRICT x, std::size_t dim, s
     // (the column parameters repeated row after row).
     alignas(64) double rlo[kTileRows * kTileCols];
     alignas(64) double rsc[kTileRows * kTileCols];
+    alignas(64) double rkey[kTileRows * kTileCols];
     for (std::size_t r = 0; r < kTileRows; ++r)
       for (std::size_t j = 0; j < dim; ++j) {
         rlo[r * dim + j] = vlo[j];
         rsc[r * dim + j] = scale[j];
+        rkey[r * dim + j] = key_mode[j];
       }
     for (std::size_t rb = r0; rb < r1; rb += kTileRows) {
       const std::size_t m = (r1 - rb < kTileRows) ? r1 - rb : kTileRows;
-      bad |= tile_values(x + rb * dim, rlo, rsc, top, tile, m * dim);
+      bad |= tile_values<AnyKey>(x + rb * dim, rlo, rsc, rkey, top, tile, m * dim);
       write_tile(perm, tile, dim, m, idx + rb, ld);
     }
     return bad == 0;
@@ -131,11 +142,23 @@ NFHEP_FORCEINLINE bool bucket_impl(const T* NFHEP_RESTRICT x, std::size_t dim, s
     for (std::size_t cb = 0; cb < n_cols; cb += kTileCols) {
       const std::size_t w = (n_cols - cb < kTileCols) ? n_cols - cb : kTileCols;
       for (std::size_t r = 0; r < m; ++r)
-        bad |= tile_values(x + (rb + r) * dim + cb, vlo + cb, scale + cb, top, tile + r * w, w);
+        bad |= tile_values<AnyKey>(x + (rb + r) * dim + cb, vlo + cb, scale + cb, key_mode + cb, top, tile + r * w,
+                                   w);
       write_tile(perm, tile, w, m, idx + cb * ld + rb, ld);
     }
   }
   return bad == 0;
+}
+
+template <class T>
+NFHEP_FORCEINLINE bool bucket_dispatch(const T* x, std::size_t dim, std::size_t n_cols, std::size_t r0,
+                                       std::size_t r1, const double* vlo, const double* scale,
+                                       const double* key_mode, std::uint32_t last, std::uint16_t* idx,
+                                       std::size_t ld) {
+  bool any_key = false;
+  for (std::size_t j = 0; j < n_cols; ++j) any_key |= key_mode[j] != 0.0;
+  return any_key ? bucket_impl<true>(x, dim, n_cols, r0, r1, vlo, scale, key_mode, last, idx, ld)
+                 : bucket_impl<false>(x, dim, n_cols, r0, r1, vlo, scale, key_mode, last, idx, ld);
 }
 
 }  // namespace
@@ -149,14 +172,14 @@ void ks_minmax_rows(const float* x, std::size_t dim, std::size_t r0, std::size_t
   minmax_impl(x, dim, r0, r1, lo, hi);
 }
 bool ks_bucket_rows(const double* x, std::size_t dim, std::size_t n_cols, std::size_t r0, std::size_t r1,
-                    const double* vlo, const double* scale, std::uint32_t last, std::uint16_t* idx,
-                    std::size_t ld) {
-  return bucket_impl(x, dim, n_cols, r0, r1, vlo, scale, last, idx, ld);
+                    const double* vlo, const double* scale, const double* key_mode, std::uint32_t last,
+                    std::uint16_t* idx, std::size_t ld) {
+  return bucket_dispatch(x, dim, n_cols, r0, r1, vlo, scale, key_mode, last, idx, ld);
 }
 bool ks_bucket_rows(const float* x, std::size_t dim, std::size_t n_cols, std::size_t r0, std::size_t r1,
-                    const double* vlo, const double* scale, std::uint32_t last, std::uint16_t* idx,
-                    std::size_t ld) {
-  return bucket_impl(x, dim, n_cols, r0, r1, vlo, scale, last, idx, ld);
+                    const double* vlo, const double* scale, const double* key_mode, std::uint32_t last,
+                    std::uint16_t* idx, std::size_t ld) {
+  return bucket_dispatch(x, dim, n_cols, r0, r1, vlo, scale, key_mode, last, idx, ld);
 }
 
 }  // namespace nfhep::detail::NFHEP_ISA_NS
