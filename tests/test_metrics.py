@@ -646,21 +646,30 @@ def test_ks_bits_independent_of_simd_level_and_threads():
         nfhep.set_num_threads(old)
 
 
-def test_ks_key_linear_bucket_map_for_heavy_tails():
-    # Heavy-tailed positive columns choose buckets linear in the order-preserving key (~ log|v|; at
-    # D=28, n=10^6 this made exp(1)^3 and lognormal(0, 2) columns ~8x faster); mixed with normal columns
-    # (value-linear) in one tile of whole rows (D <= 32) and across column blocks (D > 32), float32 too.
+def test_ks_log_bucket_map_for_heavy_tails():
+    # Heavy-tailed columns choose buckets linear in a signed log-like magnitude (sign(v) times the bit
+    # pattern of max(|v|, f)); at D=28, n=10^6 this made exp(1)^3, lognormal(0, 2) and Cauchy columns ~8x
+    # faster. Mixed with normal columns (value-linear) in one tile of whole rows (D <= 32) and across column
+    # blocks (D > 32), float32 too; symmetric tails with many values inside the floor f (they share a
+    # bucket), ties, signed zeros, and a column whose floor is 0 (more than 1/256 of it is zero).
     rng = np.random.default_rng(8)
     for dim, dtype in [(6, np.float64), (6, np.float32), (40, np.float64)]:
         n1, n2 = 30_000, 21_000
         x = rng.normal(size=(n1, dim))
         y = rng.normal(0.01, 1.0, size=(n2, dim))
-        x[:, 0::3] = rng.exponential(size=(n1, len(range(0, dim, 3)))) ** 3
-        y[:, 0::3] = 1.01 * rng.exponential(size=(n2, len(range(0, dim, 3)))) ** 3
-        x[:, 1::3] = -rng.lognormal(0.0, 2.0, size=(n1, len(range(1, dim, 3))))
-        y[:, 1::3] = -rng.lognormal(0.02, 2.0, size=(n2, len(range(1, dim, 3))))
+        k0, k1, k2 = len(range(0, dim, 3)), len(range(1, dim, 3)), len(range(2, dim, 3))
+        x[:, 0::3] = rng.exponential(size=(n1, k0)) ** 3
+        y[:, 0::3] = 1.01 * rng.exponential(size=(n2, k0)) ** 3
+        x[:, 1::3] = -rng.lognormal(0.0, 2.0, size=(n1, k1))
+        y[:, 1::3] = -rng.lognormal(0.02, 2.0, size=(n2, k1))
+        x[:, 2::6] = rng.standard_cauchy(size=(n1, len(range(2, dim, 6))))
+        y[:, 2::6] = 1.02 * rng.standard_cauchy(size=(n2, len(range(2, dim, 6))))
+        assert k2 >= 1
         _assert_ks_exact(x.astype(dtype), y.astype(dtype))
-    # ties and values on both sides of zero under the key map
-    a = np.round(rng.lognormal(0.0, 3.0, size=(20_000, 2)), 1) * rng.choice([-1.0, 1.0], size=(20_000, 2))
-    b = np.round(rng.lognormal(0.1, 3.0, size=(17_000, 2)), 1) * rng.choice([-1.0, 1.0], size=(17_000, 2))
+    a = np.round(rng.standard_cauchy(size=(20_000, 3)), 2)
+    b = np.round(1.05 * rng.standard_cauchy(size=(17_000, 3)), 2)
+    a[::7, 1] = -0.0
+    b[::5, 1] = 0.0
+    a[: 20_000 // 2, 2] = 0.0  # half zeros: floor 0
+    b[: 17_000 // 3, 2] = -0.0
     _assert_ks_exact(a, b)

@@ -266,43 +266,47 @@ void ks_merge(const Sorted<K>& a, const Sorted<K>& b, double& d_plus, double& d_
 /// checks finiteness), (3) per column: counts from the indices, bounds, selection of the candidate
 /// buckets' rows from the indices, their values fetched from the rows, sorted and walked. The input is
 /// read once, and the indices (2 bytes per value) twice.
-/// The bucket map of one column: b = trunc(clamp((u - lo) * scale, 0, nbk - 1)) with u the value itself or,
-/// for `key` columns, its order-preserving key as a double. Both are monotone (every step rounds
-/// monotonically; equal values, equal buckets; -inf/+inf land in the end buckets). Linear in the value
-/// suits most data; linear in the key is roughly linear in log|v| within each sign, which balances
-/// heavy-tailed positive columns (energies, momenta) far better, and it is the only choice when the value
-/// range overflows (values near +-DBL_MAX, or infinities/NaN in the subsample with check_finite=False).
-/// lo/scale come from the key range [klo, khi] of the subsample.
+/// The bucket map of one column: b = trunc(clamp((u - lo) * scale, 0, nbk - 1)) with u the value itself
+/// (floor < 0) or a signed log-like magnitude (floor = f >= 0): u = sign(v) (bits(max(|v|, f)) - bits(f)),
+/// bits() the IEEE pattern read as an integer (see nfhep/ks_detail.hpp). Both are monotone (every step
+/// rounds monotonically; equal values, equal buckets; -inf/+inf land in the end buckets). Linear in the
+/// value suits most data; the log map balances heavy-tailed columns (energies, momenta, impact
+/// parameters) far better, and it is the only choice when the value range overflows (values near
+/// +-DBL_MAX, or infinities/NaN in the subsample with check_finite=False). lo/scale come from the value
+/// range [vmin, vmax] of the range subsample.
 struct KsColumnMap {
-  bool key = false;
+  double floor = -1.0;
   double lo = 0.0, scale = 0.0;
 };
 
-template <class K>
-KsColumnMap ks_value_map(K klo, K khi, std::size_t nbk, bool& finite) {
+/// The map's argument u of a value (the kernel's formula).
+inline double ks_map_arg(const KsColumnMap& m, double v) {
+  if (!(m.floor >= 0.0)) return v;
+  auto bits = [](double a) {
+    std::uint64_t b;
+    std::memcpy(&b, &a, sizeof b);
+    return static_cast<double>(b);
+  };
+  const double a = v < 0.0 ? -v : v;
+  const double mag = bits(a > m.floor ? a : m.floor) - bits(m.floor);
+  return v < 0.0 ? -mag : mag;
+}
+
+/// The map with argument floor `floor` (< 0: linear in the value) spanning [vmin, vmax] with nbk buckets;
+/// `finite` tells whether the span of u is finite (always true for the log map).
+inline KsColumnMap ks_make_map(double floor, double vmin, double vmax, std::size_t nbk, bool& finite) {
   KsColumnMap m;
-  m.lo = static_cast<double>(math::from_ordered(klo));
-  const double range = static_cast<double>(math::from_ordered(khi)) - m.lo;
+  m.floor = floor;
+  m.lo = ks_map_arg(m, vmin);
+  const double range = ks_map_arg(m, vmax) - m.lo;
   finite = std::isfinite(range);
   m.scale = finite && range > 0.0 ? static_cast<double>(nbk) / range : 0.0;
   return m;
 }
 
-template <class K>
-KsColumnMap ks_key_map(K klo, K khi, std::size_t nbk) {
-  KsColumnMap m;
-  m.key = true;
-  m.lo = static_cast<double>(klo);
-  const double range = static_cast<double>(khi) - m.lo;
-  m.scale = range > 0.0 ? static_cast<double>(nbk) / range : 0.0;
-  return m;
-}
-
 /// The kernel's bucket formula, for one value (used to choose the map on a subsample).
-template <class T>
-std::size_t ks_bucket_of(const KsColumnMap& m, T v, double top) {
-  const double u = m.key ? static_cast<double>(math::to_ordered(v)) : static_cast<double>(v);
-  double t = (u - m.lo) * m.scale;
+inline std::size_t ks_bucket_of(const KsColumnMap& m, double v, double top) {
+  double t = (ks_map_arg(m, v) - m.lo) * m.scale;
   t = t > 0.0 ? t : 0.0;
   t = t < top ? t : top;
   return static_cast<std::size_t>(t);
@@ -310,9 +314,10 @@ std::size_t ks_bucket_of(const KsColumnMap& m, T v, double top) {
 
 constexpr std::size_t kKsChoiceRows = 1024;  // rows of each sample that choose between the two maps
 
-/// Per column: the value map, unless the key map puts at most half as many pairs of subsample values into
+/// Per column: the value map, unless the log map puts at most half as many pairs of subsample values into
 /// a common bucket (the candidate buckets' work grows with the squared bucket counts), or the value range
-/// overflows. The subsample: kKsChoiceRows evenly spaced rows of x and of y.
+/// overflows. The subsample: kKsChoiceRows evenly spaced rows of x and of y; the log map's floor f is the
+/// (m/256)-th smallest |v| among its m values (values below it share the middle bucket).
 template <class T, class K>
 void ks_choose_maps(const metrics::Sample<T>& x, const metrics::Sample<T>& y, const K* klo, const K* khi,
                     std::size_t nbk, KsColumnMap* maps) {
@@ -322,14 +327,14 @@ void ks_choose_maps(const metrics::Sample<T>& x, const metrics::Sample<T>& y, co
   const std::size_t mx = std::min(x.n, kKsChoiceRows), sx = x.n / mx;
   const std::size_t my = std::min(y.n, kKsChoiceRows), sy = y.n / my;
   const std::size_t m = mx + my;
-  std::vector<T> vals(m * D);
+  std::vector<double> vals(m * D), mags(m);
   for (std::size_t i = 0; i < mx; ++i)
-    for (std::size_t d = 0; d < D; ++d) vals[d * m + i] = x.data[i * sx * D + d];
+    for (std::size_t d = 0; d < D; ++d) vals[d * m + i] = static_cast<double>(x.data[i * sx * D + d]);
   for (std::size_t i = 0; i < my; ++i)
-    for (std::size_t d = 0; d < D; ++d) vals[d * m + mx + i] = y.data[i * sy * D + d];
+    for (std::size_t d = 0; d < D; ++d) vals[d * m + mx + i] = static_cast<double>(y.data[i * sy * D + d]);
   std::vector<std::uint32_t> cnt(nbk, 0u);
   std::vector<std::uint32_t> bk(m);
-  auto pairs = [&](const KsColumnMap& map, const T* v) {
+  auto pairs = [&](const KsColumnMap& map, const double* v) {
     std::size_t p = 0;
     for (std::size_t i = 0; i < m; ++i) {
       bk[i] = static_cast<std::uint32_t>(ks_bucket_of(map, v[i], top));
@@ -339,15 +344,18 @@ void ks_choose_maps(const metrics::Sample<T>& x, const metrics::Sample<T>& y, co
     return p;
   };
   for (std::size_t d = 0; d < D; ++d) {
-    bool finite = false;
-    const KsColumnMap vm = ks_value_map<K>(klo[d], khi[d], nbk, finite);
-    const KsColumnMap km = ks_key_map<K>(klo[d], khi[d], nbk);
-    if (!finite) {
-      maps[d] = km;
-      continue;
-    }
-    const T* v = vals.data() + d * m;
-    maps[d] = 2 * pairs(km, v) <= pairs(vm, v) ? km : vm;
+    const double vmin = static_cast<double>(math::from_ordered(klo[d]));
+    const double vmax = static_cast<double>(math::from_ordered(khi[d]));
+    const double* v = vals.data() + d * m;
+    for (std::size_t i = 0; i < m; ++i) mags[i] = std::fabs(v[i]);
+    const std::size_t q = m / 256;
+    std::nth_element(mags.begin(), mags.begin() + static_cast<std::ptrdiff_t>(q), mags.end(),
+                     [](double a, double b) { return a < b || (b != b && a == a); });  // NaN last
+    const double f = std::isfinite(mags[q]) ? mags[q] : 0.0;
+    bool finite_v = false, finite_l = false;
+    const KsColumnMap vm = ks_make_map(-1.0, vmin, vmax, nbk, finite_v);
+    const KsColumnMap lm = ks_make_map(f, vmin, vmax, nbk, finite_l);
+    maps[d] = (!finite_v || 2 * pairs(lm, v) <= pairs(vm, v)) ? lm : vm;
   }
 }
 
@@ -515,11 +523,11 @@ void ks_unweighted(const metrics::Sample<T>& x, const metrics::Sample<T>& y, dou
   while (nbk < 65536 && static_cast<double>(nbk) < target) nbk *= 2;
   std::vector<KsColumnMap> maps(D);
   ks_choose_maps<T, K>(x, y, lo.data(), hi.data(), nbk, maps.data());
-  std::vector<double> vlo(D), scale(D), key_mode(D);
+  std::vector<double> vlo(D), scale(D), log_floor(D);
   for (std::size_t d = 0; d < D; ++d) {
     vlo[d] = maps[d].lo;
     scale[d] = maps[d].scale;
-    key_mode[d] = maps[d].key ? 1.0 : 0.0;
+    log_floor[d] = maps[d].floor;
   }
   const std::uint32_t last = static_cast<std::uint32_t>(nbk - 1);
   // Columns in groups whose indices fit kKsIndexBytes (D = 28, n = 10^6: one group of 112 MB).
@@ -536,7 +544,7 @@ void ks_unweighted(const metrics::Sample<T>& x, const metrics::Sample<T>& y, dou
       parallel_for(s.n, kKsRowChunk, [&](std::size_t b, std::size_t e) {
         const bool ok = [&]() -> bool {
           NFHEP_DISPATCH(ks_bucket_rows, s.data + g0, D, g1 - g0, b, e, vlo.data() + g0, scale.data() + g0,
-                         key_mode.data() + g0, last, idx, s.n);
+                         log_floor.data() + g0, last, idx, s.n);
         }();
         if (!ok) finite.store(false, std::memory_order_relaxed);
       });

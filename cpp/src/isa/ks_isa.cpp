@@ -34,23 +34,35 @@ NFHEP_FORCEINLINE void minmax_impl(const T* NFHEP_RESTRICT x, std::size_t dim, s
   }
 }
 
-/// Bucket indices of k consecutive values, parameters per value: the map's argument u is the value itself
-/// (key[i] == 0) or its order-preserving key as a double (key[i] != 0; monotone too, as the conversion
-/// rounds monotonically), then b = trunc(clamp((u - lo) * sc, 0, top)). Returns nonzero if one of the
+/// The bits of a non-negative double as a double: non-decreasing in the value, ~2^52 per binade.
+NFHEP_FORCEINLINE double bits_as_double(double a) {
+  std::uint64_t b;
+  __builtin_memcpy(&b, &a, sizeof b);
+  return static_cast<double>(b);
+}
+
+/// Bucket indices of k consecutive values, parameters per value (lo, sc, floor): the map's argument u is
+/// the value itself (floor[i] < 0) or its signed log-like magnitude (floor[i] = f >= 0),
+/// u = sign(v) (bits(max(|v|, f)) - bits(f)), then b = trunc(clamp((u - lo) * sc, 0, top)). Both are
+/// monotone (every step rounds monotonically; |v| <= f all give u = 0). Returns nonzero if one of the
 /// values is NaN or infinite. The clamps are written so that NaN goes to 0 (max(NaN, 0) picks 0).
-/// (AnyKey = false: no column of the call uses the key, skip computing it.)
-template <bool AnyKey, class T>
+/// (AnyLog = false: no column of the call uses the log map, skip computing it.)
+template <bool AnyLog, class T>
 NFHEP_FORCEINLINE std::uint32_t tile_values(const T* NFHEP_RESTRICT src, const double* NFHEP_RESTRICT lo,
-                                            const double* NFHEP_RESTRICT sc, const double* NFHEP_RESTRICT key,
+                                            const double* NFHEP_RESTRICT sc, const double* NFHEP_RESTRICT floor,
                                             double top, std::uint16_t* NFHEP_RESTRICT out, std::size_t k) {
   std::uint32_t bad = 0;
   for (std::size_t i = 0; i < k; ++i) {
     const double v = static_cast<double>(src[i]);
     bad |= (v - v == 0.0) ? 0u : 1u;  // inf - inf and NaN - NaN are NaN
     double u = v;
-    if constexpr (AnyKey) {
-      const double kv = static_cast<double>(::nfhep::math::to_ordered(src[i]));
-      u = key[i] != 0.0 ? kv : v;
+    if constexpr (AnyLog) {
+      const double f = floor[i];
+      const double a = v < 0.0 ? -v : v;
+      const double am = a > f ? a : f;
+      const double mag = bits_as_double(am) - bits_as_double(f);
+      const double lg = v < 0.0 ? -mag : mag;
+      u = f >= 0.0 ? lg : v;
     }
     double t = (u - lo[i]) * sc[i];
     t = t > 0.0 ? t : 0.0;
@@ -105,10 +117,10 @@ NFHEP_FORCEINLINE void write_tile(const TransposePerm&, const std::uint16_t* NFH
 }
 #endif
 
-template <bool AnyKey, class T>
+template <bool AnyLog, class T>
 NFHEP_FORCEINLINE bool bucket_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t n_cols,
                                    std::size_t r0, std::size_t r1, const double* NFHEP_RESTRICT vlo,
-                                   const double* NFHEP_RESTRICT scale, const double* NFHEP_RESTRICT key_mode,
+                                   const double* NFHEP_RESTRICT scale, const double* NFHEP_RESTRICT log_floor,
                                    std::uint32_t last,
                                    std::uint16_t* NFHEP_RESTRICT idx, std::size_t ld) {
   alignas(64) std::uint16_t tile[kTileRows * kTileCols + kTileCols] = {};  // + padding for row loads
@@ -121,16 +133,16 @@ NFHEP_FORCEINLINE bool bucket_impl(const T* NFHEP_RESTRICT x, std::size_t dim, s
     // (the column parameters repeated row after row).
     alignas(64) double rlo[kTileRows * kTileCols];
     alignas(64) double rsc[kTileRows * kTileCols];
-    alignas(64) double rkey[kTileRows * kTileCols];
+    alignas(64) double rfloor[kTileRows * kTileCols];
     for (std::size_t r = 0; r < kTileRows; ++r)
       for (std::size_t j = 0; j < dim; ++j) {
         rlo[r * dim + j] = vlo[j];
         rsc[r * dim + j] = scale[j];
-        rkey[r * dim + j] = key_mode[j];
+        rfloor[r * dim + j] = log_floor[j];
       }
     for (std::size_t rb = r0; rb < r1; rb += kTileRows) {
       const std::size_t m = (r1 - rb < kTileRows) ? r1 - rb : kTileRows;
-      bad |= tile_values<AnyKey>(x + rb * dim, rlo, rsc, rkey, top, tile, m * dim);
+      bad |= tile_values<AnyLog>(x + rb * dim, rlo, rsc, rfloor, top, tile, m * dim);
       write_tile(perm, tile, dim, m, idx + rb, ld);
     }
     return bad == 0;
@@ -142,7 +154,7 @@ NFHEP_FORCEINLINE bool bucket_impl(const T* NFHEP_RESTRICT x, std::size_t dim, s
     for (std::size_t cb = 0; cb < n_cols; cb += kTileCols) {
       const std::size_t w = (n_cols - cb < kTileCols) ? n_cols - cb : kTileCols;
       for (std::size_t r = 0; r < m; ++r)
-        bad |= tile_values<AnyKey>(x + (rb + r) * dim + cb, vlo + cb, scale + cb, key_mode + cb, top, tile + r * w,
+        bad |= tile_values<AnyLog>(x + (rb + r) * dim + cb, vlo + cb, scale + cb, log_floor + cb, top, tile + r * w,
                                    w);
       write_tile(perm, tile, w, m, idx + cb * ld + rb, ld);
     }
@@ -153,12 +165,12 @@ NFHEP_FORCEINLINE bool bucket_impl(const T* NFHEP_RESTRICT x, std::size_t dim, s
 template <class T>
 NFHEP_FORCEINLINE bool bucket_dispatch(const T* x, std::size_t dim, std::size_t n_cols, std::size_t r0,
                                        std::size_t r1, const double* vlo, const double* scale,
-                                       const double* key_mode, std::uint32_t last, std::uint16_t* idx,
+                                       const double* log_floor, std::uint32_t last, std::uint16_t* idx,
                                        std::size_t ld) {
-  bool any_key = false;
-  for (std::size_t j = 0; j < n_cols; ++j) any_key |= key_mode[j] != 0.0;
-  return any_key ? bucket_impl<true>(x, dim, n_cols, r0, r1, vlo, scale, key_mode, last, idx, ld)
-                 : bucket_impl<false>(x, dim, n_cols, r0, r1, vlo, scale, key_mode, last, idx, ld);
+  bool any_log = false;
+  for (std::size_t j = 0; j < n_cols; ++j) any_log |= log_floor[j] >= 0.0;
+  return any_log ? bucket_impl<true>(x, dim, n_cols, r0, r1, vlo, scale, log_floor, last, idx, ld)
+                 : bucket_impl<false>(x, dim, n_cols, r0, r1, vlo, scale, log_floor, last, idx, ld);
 }
 
 }  // namespace
@@ -172,14 +184,14 @@ void ks_minmax_rows(const float* x, std::size_t dim, std::size_t r0, std::size_t
   minmax_impl(x, dim, r0, r1, lo, hi);
 }
 bool ks_bucket_rows(const double* x, std::size_t dim, std::size_t n_cols, std::size_t r0, std::size_t r1,
-                    const double* vlo, const double* scale, const double* key_mode, std::uint32_t last,
+                    const double* vlo, const double* scale, const double* log_floor, std::uint32_t last,
                     std::uint16_t* idx, std::size_t ld) {
-  return bucket_dispatch(x, dim, n_cols, r0, r1, vlo, scale, key_mode, last, idx, ld);
+  return bucket_dispatch(x, dim, n_cols, r0, r1, vlo, scale, log_floor, last, idx, ld);
 }
 bool ks_bucket_rows(const float* x, std::size_t dim, std::size_t n_cols, std::size_t r0, std::size_t r1,
-                    const double* vlo, const double* scale, const double* key_mode, std::uint32_t last,
+                    const double* vlo, const double* scale, const double* log_floor, std::uint32_t last,
                     std::uint16_t* idx, std::size_t ld) {
-  return bucket_dispatch(x, dim, n_cols, r0, r1, vlo, scale, key_mode, last, idx, ld);
+  return bucket_dispatch(x, dim, n_cols, r0, r1, vlo, scale, log_floor, last, idx, ld);
 }
 
 }  // namespace nfhep::detail::NFHEP_ISA_NS
