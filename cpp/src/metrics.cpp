@@ -261,11 +261,13 @@ void ks_merge(const Sorted<K>& a, const Sorted<K>& b, double& d_plus, double& d_
 /// holding ~1-2% of the values; heavy ties make more survive (at worst all: a full sort).
 ///
 /// Passes (ks_unweighted): (1) the value range of every column from a fixed subsample of rows (values
-/// outside it are clamped into the end buckets: still monotone, so still exact), (2) the bucket index of
-/// every value as uint16, computed along the rows and written column-major (per ISA; this pass also
-/// checks finiteness), (3) per column: counts from the indices, bounds, selection of the candidate
+/// outside it are clamped into the end buckets: still monotone, so still exact) and, on a smaller
+/// subsample, the choice between buckets linear in the value or in log|v| (KsColumnMap), (2) the bucket
+/// index of every value as uint16, computed along the rows and written column-major (per ISA; this pass
+/// also checks finiteness), (3) per column: counts from the indices, bounds, selection of the candidate
 /// buckets' rows from the indices, their values fetched from the rows, sorted and walked. The input is
 /// read once, and the indices (2 bytes per value) twice.
+///
 /// The bucket map of one column: b = trunc(clamp((u - lo) * scale, 0, nbk - 1)) with u the value itself
 /// (floor < 0) or a signed log-like magnitude (floor = f >= 0): u = sign(v) (bits(max(|v|, f)) - bits(f)),
 /// bits() the IEEE pattern read as an integer (see nfhep/ks_detail.hpp). Both are monotone (every step
