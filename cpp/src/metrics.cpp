@@ -318,7 +318,7 @@ constexpr std::size_t kKsChoiceRows = 1024;  // rows of each sample that choose 
 
 /// Per column: the value map, unless the log map puts at most half as many pairs of subsample values into
 /// a common bucket (the candidate buckets' work grows with the squared bucket counts), or the value range
-/// overflows. The subsample: kKsChoiceRows evenly spaced rows of x and of y; the log map's floor f is the
+/// overflows. The subsample: up to kKsChoiceRows evenly spaced rows of x and of y; the log map's floor f is the
 /// (m/256)-th smallest |v| among its m values (values below it share the middle bucket).
 template <class T, class K>
 void ks_choose_maps(const metrics::Sample<T>& x, const metrics::Sample<T>& y, const K* klo, const K* khi,
@@ -326,8 +326,10 @@ void ks_choose_maps(const metrics::Sample<T>& x, const metrics::Sample<T>& y, co
   const std::size_t D = x.dim;
   const double top = static_cast<double>(nbk - 1);
   // Subsample rows (every step-th), gathered column-major; each row is read whole, once.
-  const std::size_t mx = std::min(x.n, kKsChoiceRows), sx = x.n / mx;
-  const std::size_t my = std::min(y.n, kKsChoiceRows), sy = y.n / my;
+  // (small samples use fewer rows, so that the choice stays cheap next to the statistic itself)
+  auto rows_of = [](std::size_t n) { return std::min({n, kKsChoiceRows, std::max<std::size_t>(128, n / 16)}); };
+  const std::size_t mx = rows_of(x.n), sx = x.n / mx;
+  const std::size_t my = rows_of(y.n), sy = y.n / my;
   const std::size_t m = mx + my;
   std::vector<double> vals(m * D), mags(m);
   for (std::size_t i = 0; i < mx; ++i)
