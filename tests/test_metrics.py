@@ -601,11 +601,20 @@ def test_ks_every_bucket_a_candidate():
 
 
 @pytest.mark.parametrize(
-    "n1,n2", [(1, 1), (3, 700), (1_000, 1_100), (20_000, 13_000), (1_100_000, 1_150_000)]
+    "n1,n2",
+    [
+        (1, 1),
+        (3, 700),
+        (1_000, 1_100),
+        (20_000, 13_000),
+        (150_000, 140_000),
+        (400_000, 380_000),
+        (1_100_000, 1_150_000),
+    ],
 )
 def test_ks_bucket_count_branches(n1, n2):
-    # 2 (n1 + n2)^(2/3) buckets as a power of two in [2^8, 2^16]: 256 for the small cases, 2^12, 2^14 and
-    # the 2^16 cap for the largest (one column there, to stay fast)
+    # 2 (n1 + n2)^(2/3) buckets as a power of two in [2^8, 2^16]: 256, 256, 512, 4096, 16384, 32768 and the
+    # 2^16 cap for the largest (one column for the large cases, to stay fast)
     rng = np.random.default_rng(n1)
     dim = 1 if n1 > 100_000 else 3
     x = rng.normal(size=(n1, dim))
