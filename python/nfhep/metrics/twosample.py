@@ -195,7 +195,8 @@ def ks_2samp(
     (no exact null distribution exists for weighted ECDFs; ``method='exact'`` is then an error).
 
     The statistics are computed in C++, per dimension and in parallel: without weights by an exact
-    bucket bound (two passes over the column; only the few value buckets that could hold the supremum
+    bucket bound (one pass over the row-major input computes every value's bucket; counts, bounds and
+    the selection then work on those 2-byte indices; only the few buckets that could hold the supremum
     are sorted; bit-identical to a full sort), with weights by key sort + merge. p-values follow
     scipy's rules (see :func:`ks_pvalue`): the asymptotic ones come from the C++ core too (all columns in
     one parallel call), the exact ones (``max(n1, n2) <= 10000`` with ``method='auto'``) from the C++ core
