@@ -124,7 +124,7 @@ def test_large_sample_many_buckets_matches_sorted_path():
 
 
 def test_swd_large_projection_buffers_match_sorted_path():
-    # 4 directions x (300,000 + 250,000) keys = 17 MiB of projections: the huge-page mapping path
+    # 4 directions x (300,000 + 250,000) keys = 17 MiB of projections, and one direction per block
     rng = np.random.default_rng(12)
     x = rng.normal(size=(300_000, 3))
     y = rng.normal(0.01, 1.0, size=(250_000, 3))
