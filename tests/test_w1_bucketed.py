@@ -157,3 +157,25 @@ def test_bucketed_w1_simd_levels():
         np.testing.assert_allclose(s[lv], s[levels[0]], rtol=1e-13, err_msg=lv)
     if "avx2" in s and "avx512" in s:
         np.testing.assert_array_equal(s["avx2"], s["avx512"])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", ["x", "y"])
+def test_swd_names_a_nonfinite_value_found_through_the_projections(bad, where):
+    # the samples are scanned only when a projection comes out non-finite: the error must still name them
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3000, 4))
+    y = rng.normal(size=(2000, 4))
+    (x if where == "x" else y)[1234, 2] = bad
+    with pytest.raises(
+        ValueError, match=f"argument '{where}' contains a non-finite value .* at event 1234, dimension 2"
+    ):
+        M.sliced_wasserstein(x, y, seed=1)
+
+
+def test_swd_overflowing_projection_of_finite_samples_is_not_an_error():
+    # finite inputs whose projections overflow: no NaN/inf in the samples, so no error (the value is inf)
+    x = np.full((50, 2), 1.5e308)
+    y = np.zeros((40, 2))
+    per = _core.metrics.sliced_wasserstein(x, y, np.array([[np.sqrt(0.5), np.sqrt(0.5)]]))
+    assert np.isinf(per[0])

@@ -953,7 +953,11 @@ bool cuda_compiled() {
 template <class T>
 void sliced_wasserstein(const Sample<T>& x, const Sample<T>& y, const double* directions, std::size_t n_dir,
                         double* out, bool check_finite, Device device, std::size_t block_bytes) {
-  detail::check_pair(x, y, check_finite);
+  // On the CPU the samples are not scanned for NaN/inf up front: a non-finite value makes the projections
+  // non-finite, which their key ranges show; only then are the samples scanned, to name the value (or,
+  // if they are finite and a projection overflowed, to go on as with check_finite=false).
+  const bool scan_on_demand = check_finite && device == Device::cpu;
+  detail::check_pair(x, y, check_finite && !scan_on_demand);
   check_directions(directions, n_dir, x.dim);
   if (block_bytes == 0) block_bytes = std::size_t{512} << 20;
   const std::size_t per_dir = (x.n + y.n) * sizeof(std::uint64_t);
@@ -1010,6 +1014,15 @@ void sliced_wasserstein(const Sample<T>& x, const Sample<T>& y, const double* di
     const double* dirs = directions + j0 * x.dim;
     project_keys(x, dirs, nb, pxd, x.n, rx.data());
     project_keys(y, dirs, nb, pyd, y.n, ry.data());
+    if (scan_on_demand) {
+      bool finite = true;
+      for (std::size_t j = 0; j < 2 * nb; ++j)
+        finite = finite && std::isfinite(detail::key_value(rx[j])) && std::isfinite(detail::key_value(ry[j]));
+      if (!finite) {  // throws, naming the value, if a sample holds NaN/inf
+        validate_sample(x, "x", "weights_x", true);
+        validate_sample(y, "y", "weights_y", true);
+      }
+    }
     parallel_for(nb, 1, [&](std::size_t b, std::size_t e) {
       auto wk = pool.take();
       for (std::size_t j = b; j < e; ++j) {
