@@ -740,20 +740,23 @@ double w1_bucketed(K* ka, std::size_t na_, K* kb, std::size_t nb_, Work<K>& wk, 
   std::size_t I = 0, J = 0;
   double sum = 0.0;
   double c0 = edge(0);
+  const double ina = 1.0 / na, inb = 1.0 / nb;  // W1 is not required bitwise: multiply, don't divide
+  using U128 = unsigned __int128;
   for (std::size_t b = 0; b < nbk; ++b) {
     const double c1 = edge(b + 1);
     const double len = c1 - c0;
     const std::size_t ca = static_cast<std::size_t>(ba[2 * b + 1]), cb = static_cast<std::size_t>(bb[2 * b + 1]);
-    const double g0 = static_cast<double>(I) / na - static_cast<double>(J) / nb;
+    const double g0 = static_cast<double>(I) * ina - static_cast<double>(J) * inb;
     if (ca + cb == 0) {
       sum += std::fabs(g0) * len;
     } else {
       const std::size_t I1 = I + ca, J1 = J + cb;
-      const double lower = static_cast<double>(I) / na - static_cast<double>(J1) / nb;
-      const double upper = static_cast<double>(I1) / na - static_cast<double>(J) / nb;
-      if (lower >= 0.0 || upper <= 0.0) {
-        const double ia = (static_cast<double>(ca) * len - ba[2 * b]) / na;
-        const double ib = (static_cast<double>(cb) * len - bb[2 * b]) / nb;
+      // Sign of G over the bucket, exactly in integers: I/na - J1/nb >= 0  <=>  I nb >= J1 na.
+      const bool nonneg = static_cast<U128>(I) * nb_ >= static_cast<U128>(J1) * na_;
+      const bool nonpos = static_cast<U128>(I1) * nb_ <= static_cast<U128>(J) * na_;
+      if (nonneg || nonpos) {
+        const double ia = (static_cast<double>(ca) * len - ba[2 * b]) * ina;
+        const double ib = (static_cast<double>(cb) * len - bb[2 * b]) * inb;
         sum += std::fabs(g0 * len + ia - ib);
       } else {
         cand[b] = 1;
@@ -783,14 +786,14 @@ double w1_bucketed(K* ka, std::size_t na_, K* kb, std::size_t nb_, Work<K>& wk, 
         const std::size_t ea = pa + ca, eb = pb + cb;
         std::size_t i = pa, j = pb;
         double t = edge(b);
-        double g = static_cast<double>(I) / na - static_cast<double>(J) / nb;
+        double g = static_cast<double>(I) * ina - static_cast<double>(J) * inb;
         while (i < ea || j < eb) {
           const K v = (j >= eb || (i < ea && sa[i] <= sb[j])) ? sa[i] : sb[j];
           const double tv = key_value(v);
           sum += std::fabs(g) * (tv - t);
           while (i < ea && sa[i] == v) ++i;
           while (j < eb && sb[j] == v) ++j;
-          g = static_cast<double>(I + (i - pa)) / na - static_cast<double>(J + (j - pb)) / nb;
+          g = static_cast<double>(I + (i - pa)) * ina - static_cast<double>(J + (j - pb)) * inb;
           t = tv;
         }
         sum += std::fabs(g) * (edge(b + 1) - t);
