@@ -966,12 +966,12 @@ void check_directions(const double* directions, std::size_t n_dir, std::size_t d
 /// key of each direction (per-chunk extremes from the projection kernel, combined here).
 template <class T>
 void project_keys(const Sample<T>& x, const double* dirs, std::size_t n_dir, std::uint64_t* out, std::size_t ld,
-                  std::uint64_t* range) {
+                  std::uint64_t* range, bool stream) {
   const std::size_t n_chunks = (x.n + kProjectChunk - 1) / kProjectChunk;
   std::vector<std::uint64_t> mm(n_chunks * 2 * n_dir);
   parallel_for(x.n, kProjectChunk, [&](std::size_t b, std::size_t e) {
     NFHEP_PROJECT_DISPATCH(project_rows_keys, x.data, x.dim, b, e, dirs, n_dir, out, ld,
-                           mm.data() + (b / kProjectChunk) * 2 * n_dir);
+                           mm.data() + (b / kProjectChunk) * 2 * n_dir, stream);
   });
   for (std::size_t j = 0; j < n_dir; ++j) {
     std::uint64_t lo = ~std::uint64_t{0}, hi = 0;
@@ -1058,13 +1058,16 @@ void sliced_wasserstein(const Sample<T>& x, const Sample<T>& y, const double* di
   const detail::ScratchPages<K> proj(block * x.n + block * y.n);
   K* const pxd = proj.data();
   K* const pyd = pxd + block * x.n;
+  // Projections far larger than the caches are written with non-temporal stores (no read-for-ownership
+  // of every line; they are read back only by the W1 that follows, from memory anyway).
+  const bool stream = (block * x.n + block * y.n) * sizeof(K) >= (std::size_t{64} << 20);
   std::vector<K> rx(2 * block), ry(2 * block);  // key range of each projection in the block
   detail::WorkPool<K> pool;
   for (std::size_t j0 = 0; j0 < n_dir; j0 += block) {
     const std::size_t nb = std::min(block, n_dir - j0);
     const double* dirs = directions + j0 * x.dim;
-    project_keys(x, dirs, nb, pxd, x.n, rx.data());
-    project_keys(y, dirs, nb, pyd, y.n, ry.data());
+    project_keys(x, dirs, nb, pxd, x.n, rx.data(), stream);
+    project_keys(y, dirs, nb, pyd, y.n, ry.data(), stream);
     if (scan_on_demand) {
       bool finite = true;
       for (std::size_t j = 0; j < 2 * nb; ++j)

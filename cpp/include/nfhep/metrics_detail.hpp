@@ -10,17 +10,18 @@
 // the fixed order d = 0..dim-1 (no FMA contraction, so every ISA level gives the same bits).
 // `_f64` writes out[j * ld + i] as doubles, `_keys` writes the order-preserving keys of those doubles and,
 // if `minmax` is not null, the smallest and largest key of each direction j over these rows to
-// minmax[2 j] and minmax[2 j + 1].
+// minmax[2 j] and minmax[2 j + 1]; `stream`: non-temporal key stores where the level has them (for
+// projections far larger than the caches; same values).
 NFHEP_DECLARE_ISA(void project_rows_f64(const double* x, std::size_t dim, std::size_t r0, std::size_t r1,
                                         const double* dirs, std::size_t n_dir, double* out, std::size_t ld))
 NFHEP_DECLARE_ISA(void project_rows_f64(const float* x, std::size_t dim, std::size_t r0, std::size_t r1,
                                         const double* dirs, std::size_t n_dir, double* out, std::size_t ld))
 NFHEP_DECLARE_ISA(void project_rows_keys(const double* x, std::size_t dim, std::size_t r0, std::size_t r1,
                                          const double* dirs, std::size_t n_dir, std::uint64_t* out,
-                                         std::size_t ld, std::uint64_t* minmax))
+                                         std::size_t ld, std::uint64_t* minmax, bool stream))
 NFHEP_DECLARE_ISA(void project_rows_keys(const float* x, std::size_t dim, std::size_t r0, std::size_t r1,
                                          const double* dirs, std::size_t n_dir, std::uint64_t* out,
-                                         std::size_t ld, std::uint64_t* minmax))
+                                         std::size_t ld, std::uint64_t* minmax, bool stream))
 
 namespace nfhep::detail {
 

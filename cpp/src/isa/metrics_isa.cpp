@@ -13,6 +13,10 @@
 #include <cstdint>
 #include <vector>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include "nfhep/math/sort_keys.hpp"
 #include "nfhep/metrics_detail.hpp"
 
@@ -76,12 +80,54 @@ inline __attribute__((always_inline)) void fold_minmax(const std::uint64_t* NFHE
 }
 inline __attribute__((always_inline)) void fold_minmax(const double*, std::size_t, std::uint64_t*) {}
 
+// Keys of kRows = 32 projections streamed to a 64-byte aligned `out` with non-temporal stores (the
+// projections of a block are far larger than the caches and are read back only later), their range folded
+// into mm[0], mm[1] from the registers. Returns false (nothing done) where that does not apply.
+inline __attribute__((always_inline)) bool stream_keys(std::uint64_t* NFHEP_RESTRICT out,
+                                                       const double* NFHEP_RESTRICT acc, std::size_t m,
+                                                       std::uint64_t* NFHEP_RESTRICT mm) {
+#if defined(__AVX512F__)
+  if (m != kRows || (reinterpret_cast<std::size_t>(out) & 63) != 0) return false;
+  const __m512i sign = _mm512_set1_epi64(static_cast<long long>(std::uint64_t{1} << 63));
+  const __m512d zero = _mm512_setzero_pd();
+  __m512i lo = _mm512_set1_epi64(-1), hi = _mm512_setzero_si512();
+  for (std::size_t v = 0; v < kRows; v += 8) {
+    // to_ordered: -0.0 -> +0.0, then flip all bits of negatives, only the sign bit of the rest
+    const __m512i u = _mm512_castpd_si512(_mm512_add_pd(_mm512_load_pd(acc + v), zero));
+    const __m512i neg = _mm512_srai_epi64(u, 63);
+    const __m512i key = _mm512_xor_si512(u, _mm512_or_si512(neg, sign));
+    lo = _mm512_min_epu64(lo, key);
+    hi = _mm512_max_epu64(hi, key);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(out + v), key);
+  }
+  const std::uint64_t l = _mm512_reduce_min_epu64(lo), h = _mm512_reduce_max_epu64(hi);
+  mm[0] = l < mm[0] ? l : mm[0];
+  mm[1] = h > mm[1] ? h : mm[1];
+  return true;
+#else
+  (void)out;
+  (void)acc;
+  (void)m;
+  (void)mm;
+  return false;
+#endif
+}
+inline __attribute__((always_inline)) bool stream_keys(double*, const double*, std::size_t, std::uint64_t*) {
+  return false;
+}
+inline __attribute__((always_inline)) void stream_fence() {
+#if defined(__AVX512F__)
+  _mm_sfence();
+#endif
+}
+
 // `mm` (keys only, may be null): mm[2 j], mm[2 j + 1] = smallest and largest key of direction j over rows
 // [r0, r1), so that the W1 that follows needs no extra pass over the projections for its value range.
+// `stream` (keys with mm only): non-temporal stores where the level has them (see stream_keys).
 template <class Store, class T, class O>
 void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, std::size_t r1,
                   const double* NFHEP_RESTRICT dirs, std::size_t n_dir, O* NFHEP_RESTRICT out, std::size_t ld,
-                  std::uint64_t* NFHEP_RESTRICT mm) {
+                  std::uint64_t* NFHEP_RESTRICT mm, bool stream = false) {
   if (mm)
     for (std::size_t j = 0; j < n_dir; ++j) {
       mm[2 * j] = ~std::uint64_t{0};
@@ -120,6 +166,7 @@ void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, st
           for (std::size_t q = 0; q < kDirs; ++q) storev(&acc[q][i0 + v * kW], a[q][v]);
       }
       for (std::size_t q = 0; q < kDirs; ++q) {
+        if (stream && mm && stream_keys(out + (j + q) * ld + rb, acc[q], m, mm + 2 * (j + q))) continue;
         Store::store(out + (j + q) * ld + rb, acc[q], m);
         if (mm) fold_minmax(out + (j + q) * ld + rb, m, mm + 2 * (j + q));
       }
@@ -133,6 +180,7 @@ void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, st
         const double* NFHEP_RESTRICT td = t + d * kRows;
         for (std::size_t i = 0; i < mp; ++i) acc[0][i] = acc[0][i] + wd * td[i];
       }
+      if (stream && mm && stream_keys(out + j * ld + rb, acc[0], m, mm + 2 * j)) continue;
       Store::store(out + j * ld + rb, acc[0], m);
       if (mm) fold_minmax(out + j * ld + rb, m, mm + 2 * j);
     }
@@ -150,12 +198,14 @@ void project_rows_f64(const float* x, std::size_t dim, std::size_t r0, std::size
   project_impl<StoreF64>(x, dim, r0, r1, dirs, n_dir, out, ld, nullptr);
 }
 void project_rows_keys(const double* x, std::size_t dim, std::size_t r0, std::size_t r1, const double* dirs,
-                       std::size_t n_dir, std::uint64_t* out, std::size_t ld, std::uint64_t* minmax) {
-  project_impl<StoreKeys>(x, dim, r0, r1, dirs, n_dir, out, ld, minmax);
+                       std::size_t n_dir, std::uint64_t* out, std::size_t ld, std::uint64_t* minmax, bool stream) {
+  project_impl<StoreKeys>(x, dim, r0, r1, dirs, n_dir, out, ld, minmax, stream);
+  if (stream) stream_fence();
 }
 void project_rows_keys(const float* x, std::size_t dim, std::size_t r0, std::size_t r1, const double* dirs,
-                       std::size_t n_dir, std::uint64_t* out, std::size_t ld, std::uint64_t* minmax) {
-  project_impl<StoreKeys>(x, dim, r0, r1, dirs, n_dir, out, ld, minmax);
+                       std::size_t n_dir, std::uint64_t* out, std::size_t ld, std::uint64_t* minmax, bool stream) {
+  project_impl<StoreKeys>(x, dim, r0, r1, dirs, n_dir, out, ld, minmax, stream);
+  if (stream) stream_fence();
 }
 
 }  // namespace nfhep::detail::NFHEP_ISA_NS
