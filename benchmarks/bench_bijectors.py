@@ -370,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--threads", type=int, default=default_threads(), help="threads for everyone (default: all)"
     )
+    ap.add_argument(
+        "--ops", default=",".join(OPS), help="comma-separated operations (default forward,inverse,fwd+bwd)"
+    )
     ap.add_argument("--dtypes", default="float32,float64", help="comma-separated (default float32,float64)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions, best taken (default 3)")
     ap.add_argument(
@@ -382,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "--warmup",
         choices=("full", "small"),
         default="full",
-        help="untimed warm-up call per contender: on the full problem (default; steady state) or on 1,000 rows",
+        help="untimed warm-up call per contender: on the full problem (default; steady state) or 1,000 rows",
     )
     ap.add_argument("--quick", action="store_true", help="1e5 rows, 1 repetition, small calibration")
     ap.add_argument("--skip", default="", help="comma-separated contenders to leave out (e.g. zuko,nflows)")
@@ -407,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         budget = min(14.0, 0.75 * mem_available_gib())
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     dtypes = [s.strip() for s in args.dtypes.split(",") if s.strip()]
+    ops = [s.strip() for s in args.ops.split(",") if s.strip()]
+    bad = [o for o in ops if o not in OPS]
+    if bad:
+        ap.error(f"--ops: unknown operation(s) {bad}; choose from {', '.join(OPS)}")
     info = nfhep.build_info()
     started = _dt.datetime.now(_dt.timezone.utc)
     load_start = os.getloadavg()[0]
@@ -437,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         for who in ANCHORS:
             if who in skip:
                 continue
-            for op in OPS:
+            for op in ops:
                 peaks = []
                 for r in cal_rows:
                     cfg = dict(base, bijector="rqs", dtype=dt, op=op, contender=who, rows=r, reps=1)
@@ -488,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. measure
     for dt in dtypes:
-        for op in OPS:
+        for op in ops:
             sizes = {rows}
             for who in ANCHORS:
                 if who not in skip:
@@ -508,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                 measure("rqs", dt, op, who, n, note)
             for who in ("copy-prealloc", "copy-fresh"):
                 measure("rqs", dt, op, who, rows)
-        for op in OPS:
+        for op in ops:
             for who in (*AFFINE_CONTENDERS, "copy-prealloc", "copy-fresh"):
                 if who not in skip:
                     measure("affine", dt, op, who, rows)
@@ -571,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             add("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for dt in dtypes:
-            for op in OPS:
+            for op in ops:
                 for r in [r for r in results if r.bijector == bij and r.dtype == dt and r.op == op]:
                     peak = f"{r.peak_gib:.2f}" if r.peak_gib is not None else "—"
                     peak += f" | {r.extra_gib:.2f}" if r.extra_gib is not None else " | —"
@@ -625,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for dt in dtypes:
         isz = 4 if dt == "float32" else 8
-        for op in OPS:
+        for op in ops:
             z = next(
                 (q for q in results if (q.bijector, q.dtype, q.op, q.contender) == ("rqs", dt, op, "zuko")),
                 None,
@@ -642,12 +649,11 @@ def main(argv: list[str] | None = None) -> int:
             if fe is None or ze is None:
                 extra = "— | — | — | — | —"
             else:
-                extra = (
-                    f"{fe:.2f} | {ze:.2f} | {fe / ze:.3f} | {max(0.0, fe - outs):.2f} | {max(0.0, ze - outs):.2f}"
-                )
+                beyond_f, beyond_z = max(0.0, fe - outs), max(0.0, ze - outs)
+                extra = f"{fe:.2f} | {ze:.2f} | {fe / ze:.3f} | {beyond_f:.2f} | {beyond_z:.2f}"
             add(
-                f"| {dt} | {op} | {z.rows:,} | {inputs:.2f} | {outs:.2f} | {f.peak_gib:.2f} | {z.peak_gib:.2f} | "
-                f"{f.peak_gib / z.peak_gib:.3f} | {extra} |"
+                f"| {dt} | {op} | {z.rows:,} | {inputs:.2f} | {outs:.2f} | {f.peak_gib:.2f} | "
+                f"{z.peak_gib:.2f} | {f.peak_gib / z.peak_gib:.3f} | {extra} |"
             )
     add("")
     text = "\n".join(lines)
