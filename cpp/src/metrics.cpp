@@ -68,25 +68,28 @@ struct Work {
 constexpr std::size_t kW1MaxBuckets = std::size_t{1} << 16;  // w1_bucketed: 2^16 bins of 16 B per sample fit L2
 constexpr std::size_t kW1PerBucket = 16;                       // target values per bucket
 
-template <class K>
-class WorkPool {
+/// Scratch objects of type W handed to parallel tasks: taken for one task, given back for the next.
+template <class W>
+class ScratchPool {
  public:
-  std::unique_ptr<Work<K>> take() {
+  std::unique_ptr<W> take() {
     std::lock_guard<std::mutex> lk(m_);
-    if (free_.empty()) return std::make_unique<Work<K>>();
+    if (free_.empty()) return std::make_unique<W>();
     auto w = std::move(free_.back());
     free_.pop_back();
     return w;
   }
-  void give(std::unique_ptr<Work<K>> w) {
+  void give(std::unique_ptr<W> w) {
     std::lock_guard<std::mutex> lk(m_);
     free_.push_back(std::move(w));
   }
 
  private:
   std::mutex m_;
-  std::vector<std::unique_ptr<Work<K>>> free_;
+  std::vector<std::unique_ptr<W>> free_;
 };
+template <class K>
+using WorkPool = ScratchPool<Work<K>>;
 
 /// A sorted column: keys and (if weighted) the weights in the same order.
 template <class K>
@@ -539,8 +542,7 @@ void ks_unweighted(const metrics::Sample<T>& x, const metrics::Sample<T>& y, dou
   const std::size_t per_col = (na + nb) * sizeof(std::uint16_t);
   const std::size_t group = std::max<std::size_t>(1, std::min<std::size_t>(D, kKsIndexBytes / per_col));
   U16Buffer ix(group * na), iy(group * nb);
-  std::mutex m;
-  std::vector<std::unique_ptr<KsWork<K>>> free_work;
+  ScratchPool<KsWork<K>> pool;
   for (std::size_t g0 = 0; g0 < D; g0 += group) {
     const std::size_t g1 = std::min(D, g0 + group);
     // Bucket indices of columns [g0, g1) of s; false if a value is NaN or infinite.
@@ -563,21 +565,11 @@ void ks_unweighted(const metrics::Sample<T>& x, const metrics::Sample<T>& y, dou
       throw std::logic_error("ks_statistics: a non-finite value escaped validate_sample");
     }
     parallel_for(g1 - g0, 1, [&](std::size_t c0, std::size_t c1) {
-      std::unique_ptr<KsWork<K>> wk;
-      {
-        std::lock_guard<std::mutex> lk(m);
-        if (free_work.empty()) {
-          wk = std::make_unique<KsWork<K>>();
-        } else {
-          wk = std::move(free_work.back());
-          free_work.pop_back();
-        }
-      }
+      auto wk = pool.take();
       for (std::size_t c = c0; c < c1; ++c)
         ks_column<T, K>(x, y, g0 + c, ix.data() + c * na, iy.data() + c * nb, nbk, *wk, d_plus[g0 + c],
                         d_minus[g0 + c]);
-      std::lock_guard<std::mutex> lk(m);
-      free_work.push_back(std::move(wk));
+      pool.give(std::move(wk));
     });
   }
 }
