@@ -12,31 +12,20 @@
 #endif
 
 #include "../w1_isa.hpp"
-
-#define NFHEP_W1_FI inline __attribute__((always_inline))
+#include "nfhep/math/sort_keys.hpp"
 
 namespace nfhep::detail::NFHEP_ISA_NS {
 namespace {
 
 constexpr std::size_t kChunk = 512;
 
-NFHEP_W1_FI double value_of(std::uint64_t k) {
-  const std::uint64_t mask = ((k >> 63) - std::uint64_t{1}) | (std::uint64_t{1} << 63);
-  const std::uint64_t u = k ^ mask;
-  double v;
-  __builtin_memcpy(&v, &u, sizeof v);
-  return v;
-}
-NFHEP_W1_FI double value_of(std::uint32_t k) {
-  const std::uint32_t mask = ((k >> 31) - std::uint32_t{1}) | (std::uint32_t{1} << 31);
-  const std::uint32_t u = k ^ mask;
-  float v;
-  __builtin_memcpy(&v, &u, sizeof v);
-  return static_cast<double>(v);
+template <class K>
+NFHEP_FORCEINLINE double value_of(K k) {
+  return static_cast<double>(::nfhep::math::from_ordered(k));
 }
 
 template <class K>
-NFHEP_W1_FI void minmax_impl(const K* __restrict__ k, std::size_t n, K* lo, K* hi) {
+NFHEP_FORCEINLINE void minmax_impl(const K* __restrict__ k, std::size_t n, K* lo, K* hi) {
   K l = k[0], h = k[0];
   for (std::size_t i = 0; i < n; ++i) {
     l = k[i] < l ? k[i] : l;
@@ -49,7 +38,7 @@ NFHEP_W1_FI void minmax_impl(const K* __restrict__ k, std::size_t n, K* lo, K* h
 typedef double V2 __attribute__((vector_size(16)));
 
 template <class K>
-NFHEP_W1_FI void fill_impl(const K* __restrict__ k, std::size_t n, double vlo, double scale, double width,
+NFHEP_FORCEINLINE void fill_impl(const K* __restrict__ k, std::size_t n, double vlo, double scale, double width,
                            std::int64_t last, double* __restrict__ bins) {
   alignas(64) std::int64_t b[kChunk];
   alignas(64) double d[kChunk];
@@ -72,7 +61,7 @@ NFHEP_W1_FI void fill_impl(const K* __restrict__ k, std::size_t n, double vlo, d
 }
 
 template <class K>
-NFHEP_W1_FI std::size_t select_impl(const K* __restrict__ k, std::size_t n, double vlo, double scale,
+NFHEP_FORCEINLINE std::size_t select_impl(const K* __restrict__ k, std::size_t n, double vlo, double scale,
                                     std::int64_t last, const std::uint8_t* __restrict__ flag,
                                     K* __restrict__ out) {
   alignas(64) std::int64_t b[kChunk];
@@ -96,7 +85,7 @@ NFHEP_W1_FI std::size_t select_impl(const K* __restrict__ k, std::size_t n, doub
 // AVX-512 selection of 64-bit keys: 8 bucket indices per vector, their flags fetched with one gather (8
 // bytes read at flag + b: the flag array has 7 bytes of padding), the selected keys compressed in a
 // register and stored as a whole vector (out needs 8 slots of room past the count).
-NFHEP_W1_FI std::size_t select_avx512(const std::uint64_t* __restrict__ k, std::size_t n, double vlo, double scale,
+NFHEP_FORCEINLINE std::size_t select_avx512(const std::uint64_t* __restrict__ k, std::size_t n, double vlo, double scale,
                                       std::int64_t last, const std::uint8_t* __restrict__ flag,
                                       std::uint64_t* __restrict__ out) {
   const __m512i sign = _mm512_set1_epi64(static_cast<long long>(std::uint64_t{1} << 63));

@@ -3,7 +3,8 @@
 // For finite floats and infinities, `a < b` (as numbers) if and only if `to_ordered(a) < to_ordered(b)`
 // (as unsigned integers): flip every bit of a negative number, only the sign bit of a non-negative one.
 // -0.0 is first mapped to +0.0 (x + 0.0), so numbers that compare equal get equal keys (ties stay ties).
-// NaN has no place in an order; callers reject it before sorting.
+// NaN has no place in an order; callers reject it before sorting. Force-inlined: the per-ISA kernels use
+// them, and an out-of-line copy would be one weak symbol shared by all SIMD levels.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -12,7 +13,7 @@
 
 namespace nfhep::math {
 
-NFHEP_HD std::uint64_t to_ordered(double v) {
+NFHEP_FORCEINLINE std::uint64_t to_ordered(double v) {
   v = v + 0.0;  // -0.0 -> +0.0
   std::uint64_t u;
   std::memcpy(&u, &v, sizeof u);
@@ -20,7 +21,7 @@ NFHEP_HD std::uint64_t to_ordered(double v) {
   return u ^ mask;
 }
 
-NFHEP_HD double from_ordered(std::uint64_t k) {
+NFHEP_FORCEINLINE double from_ordered(std::uint64_t k) {
   const std::uint64_t mask = ((k >> 63) - std::uint64_t{1}) | (std::uint64_t{1} << 63);
   const std::uint64_t u = k ^ mask;
   double v;
@@ -28,7 +29,7 @@ NFHEP_HD double from_ordered(std::uint64_t k) {
   return v;
 }
 
-NFHEP_HD std::uint32_t to_ordered(float v) {
+NFHEP_FORCEINLINE std::uint32_t to_ordered(float v) {
   v = v + 0.0f;
   std::uint32_t u;
   std::memcpy(&u, &v, sizeof u);
@@ -36,7 +37,7 @@ NFHEP_HD std::uint32_t to_ordered(float v) {
   return u ^ mask;
 }
 
-NFHEP_HD float from_ordered(std::uint32_t k) {
+NFHEP_FORCEINLINE float from_ordered(std::uint32_t k) {
   const std::uint32_t mask = ((k >> 31) - std::uint32_t{1}) | (std::uint32_t{1} << 31);
   const std::uint32_t u = k ^ mask;
   float v;
