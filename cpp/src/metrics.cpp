@@ -256,6 +256,16 @@ void ks_merge(const Sorted<K>& a, const Sorted<K>& b, double& d_plus, double& d_
   d_minus = std::min(std::max(0.0 - dmin, 0.0), 1.0);  // 0.0 - 0.0 is +0.0: no "-0" in results
 }
 
+/// The next value of the pooled sorted runs a[i, ea) and b[j, eb) (not both empty): returns it and moves
+/// i and j past every copy of it, so a run of ties is one step (right-continuous ECDFs).
+template <class K>
+inline K next_pooled_value(const K* a, std::size_t& i, std::size_t ea, const K* b, std::size_t& j, std::size_t eb) {
+  const K v = (j >= eb || (i < ea && a[i] <= b[j])) ? a[i] : b[j];
+  while (i < ea && a[i] == v) ++i;
+  while (j < eb && b[j] == v) ++j;
+  return v;
+}
+
 /// Unweighted KS statistics without sorting whole columns: an exact branch-and-bound over value buckets.
 ///
 /// Every value gets a bucket index that is non-decreasing in the value (see KsColumnMap), so a run of ties
@@ -461,9 +471,7 @@ void ks_column(const metrics::Sample<T>& x, const metrics::Sample<T>& y, std::si
         const std::size_t ea = pa + ca[b], eb = pb + cb[b];
         std::size_t i = pa, j = pb;
         while (i < ea || j < eb) {
-          const K v = (j >= eb || (i < ea && sa[i] <= sb[j])) ? sa[i] : sb[j];
-          while (i < ea && sa[i] == v) ++i;
-          while (j < eb && sb[j] == v) ++j;
+          next_pooled_value(sa, i, ea, sb, j, eb);
           const double dd = static_cast<double>(I + (i - pa)) / na - static_cast<double>(J + (j - pb)) / nb;
           dmax = dd > dmax ? dd : dmax;
           dmin = dd < dmin ? dd : dmin;
@@ -780,11 +788,8 @@ double w1_bucketed(K* ka, std::size_t na_, K* kb, std::size_t nb_, Work<K>& wk, 
         double t = edge(b);
         double g = static_cast<double>(I) * ina - static_cast<double>(J) * inb;
         while (i < ea || j < eb) {
-          const K v = (j >= eb || (i < ea && sa[i] <= sb[j])) ? sa[i] : sb[j];
-          const double tv = key_value(v);
+          const double tv = key_value(next_pooled_value(sa.data(), i, ea, sb.data(), j, eb));
           sum += std::fabs(g) * (tv - t);
-          while (i < ea && sa[i] == v) ++i;
-          while (j < eb && sb[j] == v) ++j;
           g = static_cast<double>(I + (i - pa)) * ina - static_cast<double>(J + (j - pb)) * inb;
           t = tv;
         }
