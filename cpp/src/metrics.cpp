@@ -300,26 +300,14 @@ struct KsColumnMap {
   double lo = 0.0, scale = 0.0;
 };
 
-/// The map's argument u of a value (the kernel's formula).
-inline double ks_map_arg(const KsColumnMap& m, double v) {
-  if (!(m.floor >= 0.0)) return v;
-  auto bits = [](double a) {
-    std::uint64_t b;
-    std::memcpy(&b, &a, sizeof b);
-    return static_cast<double>(b);
-  };
-  const double a = v < 0.0 ? -v : v;
-  const double mag = bits(a > m.floor ? a : m.floor) - bits(m.floor);
-  return v < 0.0 ? -mag : mag;
-}
 
 /// The map with argument floor `floor` (< 0: linear in the value) spanning [vmin, vmax] with nbk buckets;
 /// `finite` tells whether the span of u is finite (always true for the log map).
 inline KsColumnMap ks_make_map(double floor, double vmin, double vmax, std::size_t nbk, bool& finite) {
   KsColumnMap m;
   m.floor = floor;
-  m.lo = ks_map_arg(m, vmin);
-  const double range = ks_map_arg(m, vmax) - m.lo;
+  m.lo = ks_map_arg(vmin, floor);
+  const double range = ks_map_arg(vmax, floor) - m.lo;
   finite = std::isfinite(range);
   m.scale = finite && range > 0.0 ? static_cast<double>(nbk) / range : 0.0;
   return m;
@@ -327,10 +315,7 @@ inline KsColumnMap ks_make_map(double floor, double vmin, double vmax, std::size
 
 /// The kernel's bucket formula, for one value (used to choose the map on a subsample).
 inline std::size_t ks_bucket_of(const KsColumnMap& m, double v, double top) {
-  double t = (ks_map_arg(m, v) - m.lo) * m.scale;
-  t = t > 0.0 ? t : 0.0;
-  t = t < top ? t : top;
-  return static_cast<std::size_t>(t);
+  return static_cast<std::size_t>(ks_bucket_index(ks_map_arg(v, m.floor), m.lo, m.scale, top));
 }
 
 constexpr std::size_t kKsChoiceRows = 1024;  // rows of each sample that choose between the two maps

@@ -19,7 +19,36 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "nfhep/config.hpp"
 #include "nfhep/isa.hpp"
+
+namespace nfhep::detail {
+
+/// The bucket map's argument u of a value v with log floor f (the formula above): v itself for f < 0,
+/// else sign(v) (bits(max(|v|, f)) - bits(f)). Written branch-free (both candidates computed) so that the
+/// per-ISA loops vectorise; shared by them and by the host code that chooses the map on a subsample.
+NFHEP_FORCEINLINE double ks_map_arg(double v, double f) {
+  auto bits = [](double a) {
+    std::uint64_t b;
+    __builtin_memcpy(&b, &a, sizeof b);
+    return static_cast<double>(b);
+  };
+  const double a = v < 0.0 ? -v : v;
+  const double am = a > f ? a : f;
+  const double mag = bits(am) - bits(f);
+  const double lg = v < 0.0 ? -mag : mag;
+  return f >= 0.0 ? lg : v;
+}
+
+/// The bucket of map argument u: trunc(clamp((u - lo) * scale, 0, top)) (NaN goes to 0).
+NFHEP_FORCEINLINE std::int32_t ks_bucket_index(double u, double lo, double scale, double top) {
+  double t = (u - lo) * scale;
+  t = t > 0.0 ? t : 0.0;
+  t = t < top ? t : top;
+  return static_cast<std::int32_t>(t);
+}
+
+}  // namespace nfhep::detail
 
 NFHEP_DECLARE_ISA(void ks_minmax_rows(const double* x, std::size_t dim, std::size_t r0, std::size_t r1,
                                       std::uint64_t* lo, std::uint64_t* hi))

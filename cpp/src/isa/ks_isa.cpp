@@ -34,13 +34,6 @@ NFHEP_FORCEINLINE void minmax_impl(const T* NFHEP_RESTRICT x, std::size_t dim, s
   }
 }
 
-/// The bits of a non-negative double as a double: non-decreasing in the value, ~2^52 per binade.
-NFHEP_FORCEINLINE double bits_as_double(double a) {
-  std::uint64_t b;
-  __builtin_memcpy(&b, &a, sizeof b);
-  return static_cast<double>(b);
-}
-
 /// Bucket indices of k consecutive values, parameters per value (lo, sc, floor): the map's argument u is
 /// the value itself (floor[i] < 0) or its signed log-like magnitude (floor[i] = f >= 0),
 /// u = sign(v) (bits(max(|v|, f)) - bits(f)), then b = trunc(clamp((u - lo) * sc, 0, top)). Both are
@@ -56,18 +49,8 @@ NFHEP_FORCEINLINE std::uint32_t tile_values(const T* NFHEP_RESTRICT src, const d
     const double v = static_cast<double>(src[i]);
     bad |= (v - v == 0.0) ? 0u : 1u;  // inf - inf and NaN - NaN are NaN
     double u = v;
-    if constexpr (AnyLog) {
-      const double f = floor[i];
-      const double a = v < 0.0 ? -v : v;
-      const double am = a > f ? a : f;
-      const double mag = bits_as_double(am) - bits_as_double(f);
-      const double lg = v < 0.0 ? -mag : mag;
-      u = f >= 0.0 ? lg : v;
-    }
-    double t = (u - lo[i]) * sc[i];
-    t = t > 0.0 ? t : 0.0;
-    t = t < top ? t : top;
-    out[i] = static_cast<std::uint16_t>(static_cast<std::int32_t>(t));
+    if constexpr (AnyLog) u = ks_map_arg(v, floor[i]);
+    out[i] = static_cast<std::uint16_t>(ks_bucket_index(u, lo[i], sc[i], top));
   }
   return bad;
 }
