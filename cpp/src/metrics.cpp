@@ -490,22 +490,57 @@ void ks_range_sample(const metrics::Sample<T>& s, K* lo, K* hi) {
   fold(s.n - 1, s.n);
 }
 
-/// uint16 buffer for the bucket indices: uninitialised (every element is written before it is read), 64-byte
-/// aligned. (Transparent huge pages were tried: ~40 ms faster per warm call at D = 28, n = 10^6, but the
-/// first call of a process then often spent 0.3-0.4 s of kernel time getting huge pages on this busy
-/// machine, against 0.05-0.15 s for 4 KiB pages.)
-struct U16Buffer {
-  struct Free {
-    void operator()(std::uint16_t* p) const { std::free(p); }
-  };
-  std::unique_ptr<std::uint16_t[], Free> p;
-  explicit U16Buffer(std::size_t n) {
-    const std::size_t need = std::max<std::size_t>(1, n) * sizeof(std::uint16_t);
-    const std::size_t bytes = (need + 63) / 64 * 64;  // aligned_alloc: a multiple of the alignment
-    p.reset(static_cast<std::uint16_t*>(std::aligned_alloc(64, bytes)));
-    if (!p) throw std::bad_alloc();
+/// Uninitialised, 64-byte aligned scratch of n values of T (the KS bucket indices, the SWD projections:
+/// every element is written before it is read). On Linux, 8 MiB or more come from an anonymous mapping
+/// whose pages are faulted in up front by all threads with MADV_POPULATE_WRITE (Linux >= 5.14; 448 MiB:
+/// 0.07 s instead of 0.10 s for first touches by two threads, as the kernel needs no trap per 4 KiB page;
+/// where that is refused the pages fault in on first touch); smaller buffers from aligned_alloc. Plain
+/// pages: transparent huge pages made first calls slower here (SWD: 0.9-1.7 s of system time compacting;
+/// KS: 0.3-0.4 s of kernel time on the first call of a process).
+template <class T>
+class ScratchPages {
+ public:
+  explicit ScratchPages(std::size_t n) {
+    const std::size_t bytes = std::max<std::size_t>(1, n) * sizeof(T);
+#if defined(__linux__)
+    constexpr std::size_t kMin = std::size_t{8} << 20;
+    if (bytes >= kMin) {
+      void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p != MAP_FAILED) {
+        map_ = p;
+        bytes_ = bytes;
+        data_ = static_cast<T*>(p);
+        constexpr std::size_t kPiece = std::size_t{16} << 20;  // populated per task (page multiple)
+        constexpr int kPopulateWrite = 23;                     // MADV_POPULATE_WRITE (linux/mman.h)
+        char* base = static_cast<char*>(p);
+        parallel_for(bytes, kPiece, [&](std::size_t b, std::size_t e) {
+          madvise(base + b, e - b, kPopulateWrite);  // failure is harmless: pages fault in on first touch
+        });
+        return;
+      }
+    }
+#endif
+    owned_.reset(static_cast<T*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)));  // size: a multiple of 64
+    if (!owned_) throw std::bad_alloc();
+    data_ = owned_.get();
   }
-  std::uint16_t* data() { return p.get(); }
+  ~ScratchPages() {
+#if defined(__linux__)
+    if (map_) munmap(map_, bytes_);
+#endif
+  }
+  ScratchPages(const ScratchPages&) = delete;
+  ScratchPages& operator=(const ScratchPages&) = delete;
+  T* data() const { return data_; }
+
+ private:
+  struct Free {
+    void operator()(T* p) const { std::free(p); }
+  };
+  T* data_ = nullptr;
+  std::unique_ptr<T, Free> owned_;
+  void* map_ = nullptr;
+  std::size_t bytes_ = 0;
 };
 
 /// Unweighted KS statistics of every column (x, y already checked for size and dimensions).
@@ -534,7 +569,7 @@ void ks_unweighted(const metrics::Sample<T>& x, const metrics::Sample<T>& y, dou
   // Columns in groups whose indices fit kKsIndexBytes (D = 28, n = 10^6: one group of 112 MB).
   const std::size_t per_col = (na + nb) * sizeof(std::uint16_t);
   const std::size_t group = std::max<std::size_t>(1, std::min<std::size_t>(D, kKsIndexBytes / per_col));
-  U16Buffer ix(group * na), iy(group * nb);
+  const ScratchPages<std::uint16_t> ix(group * na), iy(group * nb);
   ScratchPool<KsWork<K>> pool;
   for (std::size_t g0 = 0; g0 < D; g0 += group) {
     const std::size_t g1 = std::min(D, g0 + group);
@@ -607,52 +642,6 @@ double w1_merge(const Sorted<K>& a, const Sorted<K>& b) {
   }
   return sum;
 }
-
-/// Uninitialised scratch for the projections (up to 512 MiB). On Linux an anonymous mapping whose pages
-/// are faulted in up front by all threads with MADV_POPULATE_WRITE (Linux >= 5.14; 448 MiB: 0.07 s
-/// instead of 0.10 s for first touches by two threads, as the kernel needs no trap per 4 KiB page);
-/// where that is refused the pages fault in on first touch, as with new[]. Plain pages: transparent
-/// huge pages (MADV_HUGEPAGE) made first calls slower here (0.9-1.7 s of system time compacting).
-template <class K>
-class ScratchPages {
- public:
-  explicit ScratchPages(std::size_t n) {
-#if defined(__linux__)
-    bytes_ = n * sizeof(K);
-    constexpr std::size_t kMin = std::size_t{8} << 20;
-    if (bytes_ >= kMin) {
-      void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (p != MAP_FAILED) {
-        map_ = p;
-        data_ = static_cast<K*>(p);
-        constexpr std::size_t kPiece = std::size_t{16} << 20;  // populated per task (page multiple)
-        constexpr int kPopulateWrite = 23;                     // MADV_POPULATE_WRITE (linux/mman.h)
-        char* base = static_cast<char*>(p);
-        parallel_for(bytes_, kPiece, [&](std::size_t b, std::size_t e) {
-          madvise(base + b, e - b, kPopulateWrite);  // failure is harmless: pages fault in on first touch
-        });
-        return;
-      }
-    }
-#endif
-    owned_.reset(new K[n]);
-    data_ = owned_.get();
-  }
-  ~ScratchPages() {
-#if defined(__linux__)
-    if (map_) munmap(map_, bytes_);
-#endif
-  }
-  ScratchPages(const ScratchPages&) = delete;
-  ScratchPages& operator=(const ScratchPages&) = delete;
-  K* data() const { return data_; }
-
- private:
-  K* data_ = nullptr;
-  std::unique_ptr<K[]> owned_;
-  void* map_ = nullptr;
-  std::size_t bytes_ = 0;
-};
 
 template <class K>
 void keys_minmax_dispatch(const K* k, std::size_t n, K* lo, K* hi) {
