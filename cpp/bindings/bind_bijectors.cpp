@@ -100,6 +100,51 @@ T* mptr(pyb::array& a) {
   return static_cast<T*>(a.mutable_data());
 }
 
+// An upstream gradient argument of the backward functions: None (zeros), or an array of the inputs' shape
+// S and dtype that is C-contiguous, or C-contiguous over leading axes and broadcast (stride 0) along the
+// trailing ones -- the layout of a sum's gradient (numpy.broadcast_to, torch's expand). `repeat` is the
+// number of elements that share one stored value (1 for a plain array).
+struct GradIn {
+  pyb::object keep;  // holds the array alive
+  const void* data = nullptr;
+  std::size_t repeat = 1;
+};
+
+GradIn grad_in(const pyb::handle& obj, const char* func, const char* name, const pyb::array& ref,
+               const char* ref_name, bool f32) {
+  GradIn g;
+  if (obj.is_none()) return g;
+  pyb::array a = as_array(obj, func, name);
+  nfhep::py::require_same_dtype(a, f32, func, name, ref_name);
+  if (a.ndim() != ref.ndim() || !std::equal(ref.shape(), ref.shape() + ref.ndim(), a.shape()))
+    throw pyb::value_error(std::string(func) + ": argument '" + name + "' must have the same shape as '" +
+                           ref_name + "' " + nfhep::py::shape_str(ref) + ", got shape " + nfhep::py::shape_str(a));
+  if (!(a.flags() & pyb::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    throw pyb::value_error(std::string(func) + ": argument '" + name + "' must be aligned in memory");
+  // Trailing axes that are broadcast (stride 0) or of length 1 share one value ...
+  pyb::ssize_t k = a.ndim();
+  std::size_t repeat = 1;
+  while (k > 0 && (a.shape(k - 1) == 1 || a.strides(k - 1) == 0)) {
+    repeat *= static_cast<std::size_t>(a.shape(k - 1));
+    --k;
+  }
+  // ... and the leading axes must be C-contiguous.
+  bool ok = true;
+  pyb::ssize_t expected = a.itemsize();
+  for (pyb::ssize_t j = k - 1; j >= 0; --j) {
+    if (a.shape(j) != 1 && a.strides(j) != expected) ok = false;
+    expected *= a.shape(j);
+  }
+  if (!ok)
+    throw pyb::value_error(std::string(func) + ": argument '" + name +
+                           "' must be C-contiguous (row-major), or C-contiguous with broadcast (stride-0) trailing "
+                           "axes; pass numpy.ascontiguousarray(" + name + ")");
+  g.keep = a;
+  g.data = a.data();
+  g.repeat = repeat == 0 ? 1 : repeat;  // an empty array: nothing is read
+  return g;
+}
+
 pyb::tuple rqs_apply(const char* func, bool inverse, const pyb::handle& in_obj, const pyb::handle& params_obj,
                      double bound, double mbw, double mbh, double md) {
   const char* in_name = inverse ? "y" : "x";
@@ -135,9 +180,9 @@ pyb::tuple rqs_backward_py(const pyb::handle& in_obj, const pyb::handle& params_
   const char* func = "rqs_backward";
   pyb::array in = as_array(in_obj, func, "inputs");
   pyb::array params = as_array(params_obj, func, "params");
-  pyb::array go = as_array(go_obj, func, "grad_output");
-  pyb::array gl = as_array(gl_obj, func, "grad_logabsdet");
-  const Checked c = check_arrays(func, {{in, "inputs"}, {go, "grad_output"}, {gl, "grad_logabsdet"}}, params, true);
+  const Checked c = check_arrays(func, {{in, "inputs"}}, params, true);
+  const GradIn go = grad_in(go_obj, func, "grad_output", in, "inputs", c.f32);
+  const GradIn gl = grad_in(gl_obj, func, "grad_logabsdet", in, "inputs", c.f32);
   const int K = (c.P + 1) / 3;
   const nfhep::RqsOptions o = rqs_options(func, K, bound, mbw, mbh, md);
   pyb::array gin = nfhep::py::new_array(c.f32, c.shape);
@@ -145,11 +190,13 @@ pyb::tuple rqs_backward_py(const pyb::handle& in_obj, const pyb::handle& params_
   {
     pyb::gil_scoped_release release;
     if (c.f32)
-      nfhep::rqs_backward<float>(ptr<float>(in), ptr<float>(params), ptr<float>(go), ptr<float>(gl), c.n, K, o,
-                                 inverse, mptr<float>(gin), mptr<float>(gp));
+      nfhep::rqs_backward<float>(ptr<float>(in), ptr<float>(params), static_cast<const float*>(go.data), go.repeat,
+                                 static_cast<const float*>(gl.data), gl.repeat, c.n, K, o, inverse,
+                                 mptr<float>(gin), mptr<float>(gp));
     else
-      nfhep::rqs_backward<double>(ptr<double>(in), ptr<double>(params), ptr<double>(go), ptr<double>(gl), c.n, K,
-                                  o, inverse, mptr<double>(gin), mptr<double>(gp));
+      nfhep::rqs_backward<double>(ptr<double>(in), ptr<double>(params), static_cast<const double*>(go.data),
+                                  go.repeat, static_cast<const double*>(gl.data), gl.repeat, c.n, K, o, inverse,
+                                  mptr<double>(gin), mptr<double>(gp));
   }
   return pyb::make_tuple(gin, gp);
 }
@@ -185,19 +232,21 @@ pyb::tuple affine_backward_py(const pyb::handle& in_obj, const pyb::handle& para
   const char* func = "affine_backward";
   pyb::array in = as_array(in_obj, func, "inputs");
   pyb::array params = as_array(params_obj, func, "params");
-  pyb::array go = as_array(go_obj, func, "grad_output");
-  pyb::array gl = as_array(gl_obj, func, "grad_logabsdet");
-  const Checked c = check_arrays(func, {{in, "inputs"}, {go, "grad_output"}, {gl, "grad_logabsdet"}}, params, false);
+  const Checked c = check_arrays(func, {{in, "inputs"}}, params, false);
+  const GradIn go = grad_in(go_obj, func, "grad_output", in, "inputs", c.f32);
+  const GradIn gl = grad_in(gl_obj, func, "grad_logabsdet", in, "inputs", c.f32);
   pyb::array gin = nfhep::py::new_array(c.f32, c.shape);
   pyb::array gp = nfhep::py::new_array(c.f32, c.pshape);
   {
     pyb::gil_scoped_release release;
     if (c.f32)
-      nfhep::affine_backward<float>(ptr<float>(in), ptr<float>(params), ptr<float>(go), ptr<float>(gl), c.n,
-                                    inverse, mptr<float>(gin), mptr<float>(gp));
+      nfhep::affine_backward<float>(ptr<float>(in), ptr<float>(params), static_cast<const float*>(go.data),
+                                    go.repeat, static_cast<const float*>(gl.data), gl.repeat, c.n, inverse,
+                                    mptr<float>(gin), mptr<float>(gp));
     else
-      nfhep::affine_backward<double>(ptr<double>(in), ptr<double>(params), ptr<double>(go), ptr<double>(gl), c.n,
-                                     inverse, mptr<double>(gin), mptr<double>(gp));
+      nfhep::affine_backward<double>(ptr<double>(in), ptr<double>(params), static_cast<const double*>(go.data),
+                                     go.repeat, static_cast<const double*>(gl.data), gl.repeat, c.n, inverse,
+                                     mptr<double>(gin), mptr<double>(gp));
   }
   return pyb::make_tuple(gin, gp);
 }
@@ -356,7 +405,10 @@ void bind_bijectors(pyb::module_& m) {
          "    rqs_inverse (inverse=True) evaluated at `inputs`: grad_inputs = g_out d out/d in + g_lad d lad/d in,\n"
          "    grad_params (shape S + (3K-1,)) likewise through softmax, cumsum and softplus. The inverse uses\n"
          "    the implicit-function derivative dx/dy = 1/f'(x), dx/dp = -(df/dp)/f'(x). Tails:\n"
-         "    grad_inputs = grad_output, grad_params = 0.\n" + common)
+         "    grad_inputs = grad_output, grad_params = 0.\n"
+         "\n    grad_output / grad_logabsdet: arrays of the shape of `inputs` (C-contiguous, or broadcast with\n"
+         "    stride 0 along trailing axes, e.g. numpy.broadcast_to(g[:, None], x.shape): read without a copy),\n"
+         "    or None for zeros.\n" + common)
             .c_str());
   m.def(
       "affine_forward",
@@ -378,7 +430,10 @@ void bind_bijectors(pyb::module_& m) {
         " -> (grad_inputs, grad_params)\n\n"
         "    Vector-Jacobian product of (output, logabsdet) of affine_forward (or affine_inverse when\n"
         "    inverse=True) at `inputs`: forward dL/dx = g exp(s), dL/ds = g x exp(s) + g_lad, dL/dt = g;\n"
-        "    inverse dL/dy = g exp(-s), dL/ds = -g (y - t) exp(-s) - g_lad, dL/dt = -g exp(-s).");
+        "    inverse dL/dy = g exp(-s), dL/ds = -g (y - t) exp(-s) - g_lad, dL/dt = -g exp(-s).\n"
+        "\n    grad_output / grad_logabsdet: arrays of the shape of `inputs` (C-contiguous, or broadcast with\n"
+        "    stride 0 along trailing axes, e.g. numpy.broadcast_to(g[:, None], x.shape): read without a copy),\n"
+        "    or None for zeros.\n");
   m.def(
       "_special",
       [](const std::string& name, const pyb::handle& x_obj) {

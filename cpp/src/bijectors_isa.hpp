@@ -17,18 +17,20 @@ inline std::size_t rqs_work_size(int K, bool grad) {
 }
 }  // namespace nfhep::detail
 
-// mode: 0 forward, 1 inverse. grad_out / grad_lad may be null. `work` holds rqs_work_size(K, grad) values.
+// mode: 0 forward, 1 inverse. grad_out / grad_lad may be null; rgo / rgl (>= 1): each of their values is
+// the gradient of `rgo` / `rgl` consecutive elements (1: an ordinary array).
+// `work` holds rqs_work_size(K, grad) values.
 // stream: write the parameter gradients with non-temporal stores where the level can (outputs far larger
 // than the caches: no read-for-ownership of every destination line; same values).
 #define NFHEP_BIJECTOR_ISA_DECLS(T)                                                                            \
   void rqs_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, int K,              \
                const ::nfhep::RqsOptions& opt, T* out, T* lad, T* work);                                        \
-  void rqs_grad(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,    \
-                std::size_t end, int K, const ::nfhep::RqsOptions& opt, T* gin, T* gparams, T* work,            \
-                bool stream);                                                                                  \
+  void rqs_grad(bool inverse, const T* in, const T* params, const T* gout, std::size_t rgo, const T* glad,     \
+                std::size_t rgl, std::size_t begin, std::size_t end, int K, const ::nfhep::RqsOptions& opt,     \
+                T* gin, T* gparams, T* work, bool stream);                                                                                  \
   void affine_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, T* out, T* lad);  \
-  void affine_grad(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin, \
-                   std::size_t end, T* gin, T* gparams);                                                       \
+  void affine_grad(bool inverse, const T* in, const T* params, const T* gout, std::size_t rgo, const T* glad,  \
+                   std::size_t rgl, std::size_t begin, std::size_t end, T* gin, T* gparams);                                                       \
   void special_eval(int fn, const T* in, std::size_t n, T* out);
 
 #define NFHEP_BIJECTOR_ISA_NS(ns)  \

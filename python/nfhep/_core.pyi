@@ -64,8 +64,8 @@ class bijectors:
     def rqs_backward(
         inputs: _Array,
         params: _Array,
-        grad_output: _Array,
-        grad_logabsdet: _Array,
+        grad_output: _Array | None,
+        grad_logabsdet: _Array | None,
         *,
         inverse: bool = False,
         bound: float = 5.0,
@@ -79,7 +79,8 @@ class bijectors:
     def affine_inverse(y: _Array, params: _Array) -> tuple[_Array, _Array]: ...
     @staticmethod
     def affine_backward(
-        inputs: _Array, params: _Array, grad_output: _Array, grad_logabsdet: _Array, *, inverse: bool = False
+        inputs: _Array, params: _Array, grad_output: _Array | None, grad_logabsdet: _Array | None, *,
+        inverse: bool = False,
     ) -> tuple[_Array, _Array]: ...
     @staticmethod
     def cuda_available() -> bool: ...

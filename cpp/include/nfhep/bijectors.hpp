@@ -61,6 +61,21 @@ template <class T>
 NFHEP_API void affine_backward(const T* inputs, const T* params, const T* grad_out, const T* grad_logabsdet,
                                std::size_t n, bool inverse, T* grad_inputs, T* grad_params);
 
+/// The same two VJPs with "repeated" upstream gradients: each value of grad_out holds the gradient of
+/// `grad_out_repeat` consecutive elements (ceil(n / repeat) values; repeat = 1 is the plain array,
+/// repeat = n one value for all), likewise grad_logabsdet. This is the layout of a sum's gradient
+/// (sum over everything: repeat = n; over the last axis of (N, D): repeat = D), which then needs no
+/// materialised (n) copy. Repeats must be >= 1. Results are bitwise those of the plain call on the
+/// expanded arrays.
+template <class T>
+NFHEP_API void rqs_backward(const T* inputs, const T* params, const T* grad_out, std::size_t grad_out_repeat,
+                            const T* grad_logabsdet, std::size_t grad_logabsdet_repeat, std::size_t n,
+                            int num_bins, const RqsOptions& opt, bool inverse, T* grad_inputs, T* grad_params);
+template <class T>
+NFHEP_API void affine_backward(const T* inputs, const T* params, const T* grad_out, std::size_t grad_out_repeat,
+                               const T* grad_logabsdet, std::size_t grad_logabsdet_repeat, std::size_t n,
+                               bool inverse, T* grad_inputs, T* grad_params);
+
 namespace detail {
 /// Test hook: evaluate nfhep::math::{exp, log, log1p, softplus, sigmoid} (by name) with the active SIMD
 /// level's vectorised loop, so the tests can compare them with the standard library.

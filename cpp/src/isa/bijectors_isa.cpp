@@ -228,6 +228,21 @@ inline void load_lanes(const T* src, std::size_t m, T* dst) {
   for (std::size_t l = 0; l < m; ++l) dst[l] = src ? src[l] : T(0);
   for (std::size_t l = m; l < static_cast<std::size_t>(L); ++l) dst[l] = T(0);
 }
+// Lanes i .. i+m-1 of an upstream gradient that holds one value per `repeat` consecutive elements
+// (repeat = 1: an ordinary array; null: zeros).
+template <class T, int L>
+inline void load_grad_lanes(const T* g, std::size_t repeat, std::size_t i, std::size_t m, T* dst) {
+  if (g == nullptr || repeat == 1) {
+    load_lanes<T, L>(g ? g + i : nullptr, m, dst);
+    return;
+  }
+  std::size_t q = i / repeat, r = i % repeat;
+  for (std::size_t l = 0; l < m; ++l) {
+    dst[l] = g[q];
+    if (++r == repeat) r = 0, ++q;
+  }
+  for (std::size_t l = m; l < static_cast<std::size_t>(L); ++l) dst[l] = T(0);
+}
 
 // One block of L lanes, kept out of line: inlined into the outer element loop GCC's if-conversion of the
 // lane loops fails ("control flow in loop") and the block stays scalar.
@@ -272,8 +287,9 @@ void rqs_run_t(int mode, const T* in, const T* params, std::size_t begin, std::s
 }
 
 template <class T>
-void rqs_grad_t(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,
-                std::size_t end, int K, const RqsOptions& opt, T* gin, T* gparams, T* work, bool stream) {
+void rqs_grad_t(bool inverse, const T* in, const T* params, const T* gout, std::size_t rgo, const T* glad,
+                std::size_t rgl, std::size_t begin, std::size_t end, int K, const RqsOptions& opt, T* gin,
+                T* gparams, T* work, bool stream) {
   constexpr int L = lanes<T>();
   const int P = 3 * K - 1;
   const math::RqsConfig<T> cfg = make_config<T>(K, opt);
@@ -285,8 +301,8 @@ void rqs_grad_t(bool inverse, const T* in, const T* params, const T* gout, const
   for (std::size_t i = begin; i < end; i += L) {
     const std::size_t m = end - i < static_cast<std::size_t>(L) ? end - i : static_cast<std::size_t>(L);
     load_lanes<T, L>(in + i, m, xin);
-    load_lanes<T, L>(gout ? gout + i : nullptr, m, go);
-    load_lanes<T, L>(glad ? glad + i : nullptr, m, gl);
+    load_grad_lanes<T, L>(gout, rgo, i, m, go);
+    load_grad_lanes<T, L>(glad, rgl, i, m, gl);
     prefetch_params<T, L>(params, i, end, P, 4);
     load_soa<T, L>(params + i * P, m, P, prm);
     if (!inverse)
@@ -312,35 +328,73 @@ void affine_run_t(int mode, const T* NFHEP_RESTRICT in, const T* NFHEP_RESTRICT 
   }
 }
 
-template <class T, bool HasGo, bool HasGl>
+// Upstream gradient access in the affine loops: 0 = zeros (null), 1 = one value per element,
+// 2 = one value (`c`) for the whole loop.
+template <int Mode, class T>
+NFHEP_FORCEINLINE T grad_at(const T* NFHEP_RESTRICT g, T c, std::size_t i) {
+  if constexpr (Mode == 0) return T(0);
+  else if constexpr (Mode == 1) return g[i];
+  else return c;
+}
+
+template <class T, int Go, int Gl>
 void affine_grad_loop(bool inverse, const T* NFHEP_RESTRICT in, const T* NFHEP_RESTRICT params,
-                      const T* NFHEP_RESTRICT gout, const T* NFHEP_RESTRICT glad, std::size_t begin,
-                      std::size_t end, T* NFHEP_RESTRICT gin, T* NFHEP_RESTRICT gparams) {
+                      const T* NFHEP_RESTRICT gout, T cgo, const T* NFHEP_RESTRICT glad, T cgl,
+                      std::size_t begin, std::size_t end, T* NFHEP_RESTRICT gin, T* NFHEP_RESTRICT gparams) {
   if (!inverse) {
 #pragma GCC ivdep
     for (std::size_t i = begin; i < end; ++i)
-      math::affine_forward_vjp(in[i], params[2 * i], HasGo ? gout[i] : T(0), HasGl ? glad[i] : T(0), gin[i],
+      math::affine_forward_vjp(in[i], params[2 * i], grad_at<Go>(gout, cgo, i), grad_at<Gl>(glad, cgl, i), gin[i],
                                gparams[2 * i], gparams[2 * i + 1]);
   } else {
 #pragma GCC ivdep
     for (std::size_t i = begin; i < end; ++i)
-      math::affine_inverse_vjp(in[i], params[2 * i], params[2 * i + 1], HasGo ? gout[i] : T(0),
-                               HasGl ? glad[i] : T(0), gin[i], gparams[2 * i], gparams[2 * i + 1]);
+      math::affine_inverse_vjp(in[i], params[2 * i], params[2 * i + 1], grad_at<Go>(gout, cgo, i),
+                               grad_at<Gl>(glad, cgl, i), gin[i], gparams[2 * i], gparams[2 * i + 1]);
   }
 }
 
-template <class T>
-void affine_grad_t(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,
-                   std::size_t end, T* gin, T* gparams) {
-  // Null upstream gradients are zeros: choose the loop once, outside.
-  if (gout && glad)
-    affine_grad_loop<T, true, true>(inverse, in, params, gout, glad, begin, end, gin, gparams);
-  else if (gout)
-    affine_grad_loop<T, true, false>(inverse, in, params, gout, glad, begin, end, gin, gparams);
-  else if (glad)
-    affine_grad_loop<T, false, true>(inverse, in, params, gout, glad, begin, end, gin, gparams);
+template <class T, int Go>
+void affine_grad_gl(int gl_mode, bool inverse, const T* in, const T* params, const T* gout, T cgo, const T* glad,
+                    T cgl, std::size_t begin, std::size_t end, T* gin, T* gparams) {
+  if (gl_mode == 0)
+    affine_grad_loop<T, Go, 0>(inverse, in, params, gout, cgo, glad, cgl, begin, end, gin, gparams);
+  else if (gl_mode == 1)
+    affine_grad_loop<T, Go, 1>(inverse, in, params, gout, cgo, glad, cgl, begin, end, gin, gparams);
   else
-    affine_grad_loop<T, false, false>(inverse, in, params, gout, glad, begin, end, gin, gparams);
+    affine_grad_loop<T, Go, 2>(inverse, in, params, gout, cgo, glad, cgl, begin, end, gin, gparams);
+}
+
+template <class T>
+void affine_grad_t(bool inverse, const T* in, const T* params, const T* gout, std::size_t rgo, const T* glad,
+                   std::size_t rgl, std::size_t begin, std::size_t end, T* gin, T* gparams) {
+  // The loop variant is chosen outside the element loop. A gradient with repeat > 1 (one value per run of
+  // `repeat` elements, e.g. a sum's broadcast gradient) is constant on each run: cut [begin, end) at the
+  // run boundaries and pass the run's value as a scalar.
+  const int go_mode = gout == nullptr ? 0 : (rgo == 1 ? 1 : 2);
+  const int gl_mode = glad == nullptr ? 0 : (rgl == 1 ? 1 : 2);
+  std::size_t pos = begin;
+  while (pos < end) {
+    std::size_t stop = end;
+    T cgo = T(0), cgl = T(0);
+    if (go_mode == 2) {
+      cgo = gout[pos / rgo];
+      const std::size_t run_end = (pos / rgo + 1) * rgo;
+      if (run_end < stop) stop = run_end;
+    }
+    if (gl_mode == 2) {
+      cgl = glad[pos / rgl];
+      const std::size_t run_end = (pos / rgl + 1) * rgl;
+      if (run_end < stop) stop = run_end;
+    }
+    if (go_mode == 0)
+      affine_grad_gl<T, 0>(gl_mode, inverse, in, params, gout, cgo, glad, cgl, pos, stop, gin, gparams);
+    else if (go_mode == 1)
+      affine_grad_gl<T, 1>(gl_mode, inverse, in, params, gout, cgo, glad, cgl, pos, stop, gin, gparams);
+    else
+      affine_grad_gl<T, 2>(gl_mode, inverse, in, params, gout, cgo, glad, cgl, pos, stop, gin, gparams);
+    pos = stop;
+  }
 }
 
 template <class T>
@@ -371,17 +425,17 @@ void special_eval_t(int fn, const T* NFHEP_RESTRICT in, std::size_t n, T* NFHEP_
                const ::nfhep::RqsOptions& opt, T* out, T* lad, T* work) {                                       \
     rqs_run_t<T>(mode, in, params, begin, end, K, opt, out, lad, work);                                         \
   }                                                                                                            \
-  void rqs_grad(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,     \
-                std::size_t end, int K, const ::nfhep::RqsOptions& opt, T* gin, T* gparams, T* work,            \
-                bool stream) {                                                                                 \
-    rqs_grad_t<T>(inverse, in, params, gout, glad, begin, end, K, opt, gin, gparams, work, stream);             \
+  void rqs_grad(bool inverse, const T* in, const T* params, const T* gout, std::size_t rgo, const T* glad,     \
+                std::size_t rgl, std::size_t begin, std::size_t end, int K, const ::nfhep::RqsOptions& opt,     \
+                T* gin, T* gparams, T* work, bool stream) {                                                    \
+    rqs_grad_t<T>(inverse, in, params, gout, rgo, glad, rgl, begin, end, K, opt, gin, gparams, work, stream);   \
   }                                                                                                            \
   void affine_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, T* out, T* lad) { \
     affine_run_t<T>(mode, in, params, begin, end, out, lad);                                                    \
   }                                                                                                            \
-  void affine_grad(bool inverse, const T* in, const T* params, const T* gout, const T* glad, std::size_t begin,  \
-                   std::size_t end, T* gin, T* gparams) {                                                        \
-    affine_grad_t<T>(inverse, in, params, gout, glad, begin, end, gin, gparams);                                \
+  void affine_grad(bool inverse, const T* in, const T* params, const T* gout, std::size_t rgo, const T* glad,  \
+                   std::size_t rgl, std::size_t begin, std::size_t end, T* gin, T* gparams) {                    \
+    affine_grad_t<T>(inverse, in, params, gout, rgo, glad, rgl, begin, end, gin, gparams);                      \
   }                                                                                                            \
   void special_eval(int fn, const T* in, std::size_t n, T* out) { special_eval_t<T>(fn, in, n, out); }
 

@@ -81,6 +81,37 @@ def _grad_or_zeros(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return g.reshape(like.shape).contiguous()
 
 
+def _cpu_grad(g: torch.Tensor | None, shape: torch.Size) -> Any:
+    """The incoming gradient for the CPU kernels: None (zeros), or a numpy view of ``g`` read in place.
+
+    The kernels read a gradient that is C-contiguous, or broadcast (stride 0) along trailing axes over a
+    C-contiguous leading part -- what ``sum()``/``mean()`` (over everything or over the last axes) hand to
+    backward. Only other layouts are copied.
+    """
+    if g is None:
+        return None
+    if g.shape != shape:
+        g = g.reshape(shape)
+    k = g.dim()
+    while k > 0 and (g.shape[k - 1] == 1 or g.stride(k - 1) == 0):
+        k -= 1
+    expected = 1
+    for j in range(k - 1, -1, -1):
+        if g.shape[j] != 1 and g.stride(j) != expected:
+            g = g.contiguous()
+            break
+        expected *= g.shape[j]
+    return g.numpy()
+
+
+def _kernel_shapes(shapes: tuple[torch.Size, torch.Size]) -> tuple[torch.Size, torch.Size]:
+    """The (x, params) shapes the CPU backward kernels see: the caller's, with a 0-d x as shape (1,)."""
+    xs, ps = shapes
+    if len(xs) == 0:
+        return torch.Size([1]), torch.Size([1, ps[-1]])
+    return xs, ps
+
+
 def _rqs_options(bound: float, mw: float, mh: float, md: float) -> dict[str, float]:
     return {"bound": bound, "min_bin_width": mw, "min_bin_height": mh, "min_derivative": md}
 
@@ -144,17 +175,22 @@ class RQSFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor | None, grad_lad: torch.Tensor | None) -> tuple[Any, ...]:
         xc, pc = ctx.saved_tensors
-        go = _grad_or_zeros(grad_out, xc)
-        gl = _grad_or_zeros(grad_lad, xc)
         if xc.device.type == "cuda":
+            go, gl = _grad_or_zeros(grad_out, xc), _grad_or_zeros(grad_lad, xc)
             gxf, gpf = torch.empty_like(xc), torch.empty_like(pc)
             if xc.numel() > 0:
                 k = (int(pc.shape[-1]) + 1) // 3
                 args = (_ptr(xc), _ptr(pc), _ptr(go), _ptr(gl), xc.numel(), k, _ptr(gxf), _ptr(gpf))
                 _cuda_launch("cuda_rqs_backward", xc.device, xc.dtype, *args, inverse=ctx.inverse, **ctx.opts)
         else:
+            xs, ps = _kernel_shapes(ctx.shapes)
             gxn, gpn = _kernels().rqs_backward(
-                xc.numpy(), pc.numpy(), go.numpy(), gl.numpy(), inverse=ctx.inverse, **ctx.opts
+                xc.view(xs).numpy(),
+                pc.view(ps).numpy(),
+                _cpu_grad(grad_out, xs),
+                _cpu_grad(grad_lad, xs),
+                inverse=ctx.inverse,
+                **ctx.opts,
             )
             gxf, gpf = torch.from_numpy(gxn), torch.from_numpy(gpn)
         gx, gp = gxf.view(ctx.shapes[0]), gpf.view(ctx.shapes[1])
@@ -194,16 +230,20 @@ class AffineFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor | None, grad_lad: torch.Tensor | None) -> tuple[Any, ...]:
         xc, pc = ctx.saved_tensors
-        go = _grad_or_zeros(grad_out, xc)
-        gl = _grad_or_zeros(grad_lad, xc)
         if xc.device.type == "cuda":
+            go, gl = _grad_or_zeros(grad_out, xc), _grad_or_zeros(grad_lad, xc)
             gxf, gpf = torch.empty_like(xc), torch.empty_like(pc)
             if xc.numel() > 0:
                 args = (_ptr(xc), _ptr(pc), _ptr(go), _ptr(gl), xc.numel(), _ptr(gxf), _ptr(gpf))
                 _cuda_launch("cuda_affine_backward", xc.device, xc.dtype, *args, inverse=ctx.inverse)
         else:
+            xs, ps = _kernel_shapes(ctx.shapes)
             gxn, gpn = _kernels().affine_backward(
-                xc.numpy(), pc.numpy(), go.numpy(), gl.numpy(), inverse=ctx.inverse
+                xc.view(xs).numpy(),
+                pc.view(ps).numpy(),
+                _cpu_grad(grad_out, xs),
+                _cpu_grad(grad_lad, xs),
+                inverse=ctx.inverse,
             )
             gxf, gpf = torch.from_numpy(gxn), torch.from_numpy(gpn)
         gx, gp = gxf.view(ctx.shapes[0]), gpf.view(ctx.shapes[1])
