@@ -230,13 +230,18 @@ def test_projection_and_threads_bitwise(rng):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("n_dir", [5, 8, 13, 56])
-def test_simd_levels_projection(n_dir, rng):
+@pytest.mark.parametrize(
+    "n_dir,dim,dtype",
+    [(5, 9, np.float32), (8, 9, np.float32), (13, 9, np.float32), (56, 9, np.float32), (56, 28, np.float64),
+     (28, 28, np.float32), (7, 1, np.float64), (11, 8, np.float64), (3, 16, np.float32), (66, 33, np.float64)],
+)  # fmt: skip
+def test_simd_levels_projection(n_dir, dim, dtype, rng):
     # AVX2 and AVX-512 contract the projection's multiply-adds into FMAs: bitwise identical to each other
-    # (register blocks of 4 and 8 directions, remainders handled differently); the generic level
-    # multiplies and adds and differs by rounding only.
-    x = rng.normal(size=(5000, 9)).astype(np.float32)
-    dirs = M.random_directions(n_dir, 9, seed=1)
+    # (register blocks of 4 and 8 directions with remainders of 4, 2, 1; AVX-512 transposes full 32-row
+    # tiles in registers, 8 columns at a time with a masked tail); the generic level multiplies and adds
+    # and differs by rounding only. 5000 rows: full tiles and a partial one.
+    x = rng.normal(size=(5000, dim)).astype(dtype)
+    dirs = M.random_directions(n_dir, dim, seed=1)
     ref = dirs @ x.astype(np.float64).T
     levels = nfhep.build_info()["simd_available"]
     out = {}

@@ -3,7 +3,7 @@
 //
 // Cache blocking: a block of kRows = 32 rows is transposed into a dim x 32 double tile (D = 100: 25 KiB,
 // stays in L1 while every direction sweeps it; 128 rows spilled to L2 and measured ~20% slower SWD at
-// D = 100); then register blocking: kDirs directions x kLanes rows of accumulators stay in registers while
+// D = 100; on AVX-512 with 8 x 8 register transposes); then register blocking: kDirs directions x kLanes rows of accumulators stay in registers while
 // d runs over the tile (one load of the tile feeds kDirs multiply-adds; explicit native vectors). The sum
 // over d runs in the fixed order 0..dim-1 in double: every thread count gives the same bits. On the FMA
 // levels (AVX2, AVX-512) this file is compiled with -ffp-contract=fast, so every step is one
@@ -121,6 +121,107 @@ inline __attribute__((always_inline)) void stream_fence() {
 #endif
 }
 
+#if defined(__AVX512F__)
+// Eight values of a row (columns d0 .. d0 + 7, masked past the end) as doubles.
+inline __attribute__((always_inline)) __m512d load_row8(const double* p, __mmask8 k) {
+  return _mm512_maskz_loadu_pd(k, p);
+}
+inline __attribute__((always_inline)) __m512d load_row8(const float* p, __mmask8 k) {
+  return _mm512_cvtps_pd(_mm256_maskz_loadu_ps(k, p));
+}
+#endif
+
+// The kRows x dim block of rows at x (row-major) into the tile t (dim x kRows) with 8 x 8 register
+// transposes (AVX-512; a full block of kRows rows only). Returns false where that does not apply (the
+// caller copies element by element; same values either way).
+template <class T>
+inline __attribute__((always_inline)) bool transpose_tile(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t m,
+                                                          double* NFHEP_RESTRICT t) {
+#if defined(__AVX512F__)
+  if (m != kRows) return false;
+  // permutex2var index vectors (element 0 first): lo2 = (a0 a1 b0 b1 a2 a3 b2 b3), hi2 = (a4 a5 b4 b5 a6 a7
+  // b6 b7), lo4 = (a0 a1 a2 a3 b0 b1 b2 b3), hi4 = (a4 a5 a6 a7 b4 b5 b6 b7); b = index + 8.
+  const __m512i lo2 = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0);
+  const __m512i hi2 = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+  const __m512i lo4 = _mm512_set_epi64(11, 10, 9, 8, 3, 2, 1, 0);
+  const __m512i hi4 = _mm512_set_epi64(15, 14, 13, 12, 7, 6, 5, 4);
+  for (std::size_t d0 = 0; d0 < dim; d0 += 8) {
+    const std::size_t nd = dim - d0 < 8 ? dim - d0 : 8;
+    const __mmask8 k = static_cast<__mmask8>((1u << nd) - 1u);
+    for (std::size_t i0 = 0; i0 < kRows; i0 += 8) {
+      __m512d r[8];
+      for (std::size_t q = 0; q < 8; ++q) r[q] = load_row8(x + (i0 + q) * dim + d0, k);
+      // r[q][c] = x[i0 + q][d0 + c] (rows q, columns c). Pairs of rows interleaved per 128-bit lane:
+      // u[q] = (q c0, q+1 c0, q c2, q+1 c2, ..c4.., ..c6..), u[q+1] the same for c1, c3, c5, c7.
+      __m512d u[8];
+      for (std::size_t q = 0; q < 8; q += 2) {
+        u[q] = _mm512_unpacklo_pd(r[q], r[q + 1]);
+        u[q + 1] = _mm512_unpackhi_pd(r[q], r[q + 1]);
+      }
+      // Rows q..q+3: v[q] = (c0 | c2), v[q+1] = (c1 | c3), v[q+2] = (c4 | c6), v[q+3] = (c5 | c7), each half
+      // the four rows in order.
+      __m512d v[8];
+      for (std::size_t q = 0; q < 8; q += 4)
+        for (std::size_t h = 0; h < 2; ++h) {
+          v[q + h] = _mm512_permutex2var_pd(u[q + h], lo2, u[q + 2 + h]);
+          v[q + 2 + h] = _mm512_permutex2var_pd(u[q + h], hi2, u[q + 2 + h]);
+        }
+      // Rows 0-3 with rows 4-7: whole columns, c[j] = column kCol[j] of the eight rows.
+      __m512d c[8];
+      for (std::size_t h = 0; h < 4; ++h) {
+        c[h] = _mm512_permutex2var_pd(v[h], lo4, v[4 + h]);
+        c[4 + h] = _mm512_permutex2var_pd(v[h], hi4, v[4 + h]);
+      }
+      constexpr std::size_t kCol[8] = {0, 1, 4, 5, 2, 3, 6, 7};
+      for (std::size_t j = 0; j < 8; ++j)
+        if (kCol[j] < nd) _mm512_storeu_pd(t + (d0 + kCol[j]) * kRows + i0, c[j]);
+    }
+  }
+  return true;
+#else
+  (void)x;
+  (void)dim;
+  (void)m;
+  (void)t;
+  return false;
+#endif
+}
+
+// KD directions (w: their rows of `dirs`) against the transposed tile t (dim x kRows, rows padded with zeros
+// to mp): KD x kLanes accumulators in registers over the d loop, the sum in the fixed order d = 0..dim-1
+// (w_0 t_0, then + w_d t_d: one FMA per step on the FMA levels), whatever KD is. The m projections of
+// each direction go to out[q * ld], their key range folded into mm[2 q], mm[2 q + 1].
+template <std::size_t KD, class Store, class O>
+inline __attribute__((always_inline)) void project_block(const double* NFHEP_RESTRICT t, std::size_t dim,
+                                                         std::size_t m, std::size_t mp,
+                                                         const double* NFHEP_RESTRICT w0,
+                                                         double (*NFHEP_RESTRICT acc)[kRows], O* NFHEP_RESTRICT out,
+                                                         std::size_t ld, std::uint64_t* NFHEP_RESTRICT mm,
+                                                         bool stream) {
+  const double* w[KD];
+  for (std::size_t q = 0; q < KD; ++q) w[q] = w0 + q * dim;
+  for (std::size_t i0 = 0; i0 < mp; i0 += kLanes) {
+    VN a[KD][kV];
+    for (std::size_t v = 0; v < kV; ++v) {
+      const VN t0 = loadv(t + i0 + v * kW);
+      for (std::size_t q = 0; q < KD; ++q) a[q][v] = w[q][0] * t0;
+    }
+    for (std::size_t d = 1; d < dim; ++d) {
+      for (std::size_t v = 0; v < kV; ++v) {
+        const VN td = loadv(t + d * kRows + i0 + v * kW);
+        for (std::size_t q = 0; q < KD; ++q) a[q][v] = a[q][v] + w[q][d] * td;
+      }
+    }
+    for (std::size_t v = 0; v < kV; ++v)
+      for (std::size_t q = 0; q < KD; ++q) storev(&acc[q][i0 + v * kW], a[q][v]);
+  }
+  for (std::size_t q = 0; q < KD; ++q) {
+    if (stream && mm && stream_keys(out + q * ld, acc[q], m, mm + 2 * q)) continue;
+    Store::store(out + q * ld, acc[q], m);
+    if (mm) fold_minmax(out + q * ld, m, mm + 2 * q);
+  }
+}
+
 // `mm` (keys only, may be null): mm[2 j], mm[2 j + 1] = smallest and largest key of direction j over rows
 // [r0, r1), so that the W1 that follows needs no extra pass over the projections for its value range.
 // `stream` (keys with mm only): non-temporal stores where the level has them (see stream_keys).
@@ -139,50 +240,27 @@ void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, st
     const std::size_t m = (r1 - rb < kRows) ? r1 - rb : kRows;
     const std::size_t mp = (m + kLanes - 1) / kLanes * kLanes;  // padded rows (zeros, never stored)
     double* NFHEP_RESTRICT t = tile.data();
-    for (std::size_t i = 0; i < m; ++i) {
-      const T* row = x + (rb + i) * dim;
-      for (std::size_t d = 0; d < dim; ++d) t[d * kRows + i] = static_cast<double>(row[d]);
-    }
+    if (!transpose_tile(x + rb * dim, dim, m, t))
+      for (std::size_t i = 0; i < m; ++i) {
+        const T* row = x + (rb + i) * dim;
+        for (std::size_t d = 0; d < dim; ++d) t[d * kRows + i] = static_cast<double>(row[d]);
+      }
     for (std::size_t d = 0; d < dim; ++d)
       for (std::size_t i = m; i < mp; ++i) t[d * kRows + i] = 0.0;
+    // Register blocking: kDirs directions x kLanes rows of accumulators stay in registers over the d loop;
+    // the directions left over (n_dir not a multiple of kDirs, e.g. 28 = 3 x 8 + 4) in blocks of 4, 2, 1.
     std::size_t j = 0;
-    // Register blocking: kDirs directions x kLanes rows of accumulators stay in registers over the d loop.
-    for (; j + kDirs <= n_dir; j += kDirs) {
-      const double* w[kDirs];
-      for (std::size_t q = 0; q < kDirs; ++q) w[q] = dirs + (j + q) * dim;
-      for (std::size_t i0 = 0; i0 < mp; i0 += kLanes) {
-        VN a[kDirs][kV];
-        for (std::size_t v = 0; v < kV; ++v) {
-          const VN t0 = loadv(t + i0 + v * kW);
-          for (std::size_t q = 0; q < kDirs; ++q) a[q][v] = w[q][0] * t0;
-        }
-        for (std::size_t d = 1; d < dim; ++d) {
-          for (std::size_t v = 0; v < kV; ++v) {
-            const VN td = loadv(t + d * kRows + i0 + v * kW);
-            for (std::size_t q = 0; q < kDirs; ++q) a[q][v] = a[q][v] + w[q][d] * td;
-          }
-        }
-        for (std::size_t v = 0; v < kV; ++v)
-          for (std::size_t q = 0; q < kDirs; ++q) storev(&acc[q][i0 + v * kW], a[q][v]);
-      }
-      for (std::size_t q = 0; q < kDirs; ++q) {
-        if (stream && mm && stream_keys(out + (j + q) * ld + rb, acc[q], m, mm + 2 * (j + q))) continue;
-        Store::store(out + (j + q) * ld + rb, acc[q], m);
-        if (mm) fold_minmax(out + (j + q) * ld + rb, m, mm + 2 * (j + q));
-      }
-    }
-    for (; j < n_dir; ++j) {  // remaining directions, same operation order
-      const double* w = dirs + j * dim;
-      const double wf = w[0];
-      for (std::size_t i = 0; i < mp; ++i) acc[0][i] = wf * t[i];
-      for (std::size_t d = 1; d < dim; ++d) {
-        const double wd = w[d];
-        const double* NFHEP_RESTRICT td = t + d * kRows;
-        for (std::size_t i = 0; i < mp; ++i) acc[0][i] = acc[0][i] + wd * td[i];
-      }
-      if (stream && mm && stream_keys(out + j * ld + rb, acc[0], m, mm + 2 * j)) continue;
-      Store::store(out + j * ld + rb, acc[0], m);
-      if (mm) fold_minmax(out + j * ld + rb, m, mm + 2 * j);
+    for (; j + kDirs <= n_dir; j += kDirs)
+      project_block<kDirs, Store>(t, dim, m, mp, dirs + j * dim, acc, out + j * ld + rb, ld, mm ? mm + 2 * j : nullptr,
+                                  stream);
+    for (std::size_t kd = kDirs / 2; kd >= 1; kd /= 2) {
+      if (j + kd > n_dir) continue;
+      O* const o = out + j * ld + rb;
+      std::uint64_t* const mj = mm ? mm + 2 * j : nullptr;
+      if (kd == 4) project_block<4, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, stream);
+      else if (kd == 2) project_block<2, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, stream);
+      else project_block<1, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, stream);
+      j += kd;
     }
   }
 }
