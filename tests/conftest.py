@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -59,6 +60,20 @@ def _simd_levels() -> list[str]:
         return list(nfhep._core.build_info()["simd_available"])
     except Exception:  # _core missing: the tests that need it fail with the import's own message
         return ["generic"]
+
+
+@contextlib.contextmanager
+def kernel_settings_restored():
+    """Give the block a free hand with ``nfhep.set_num_threads`` and ``nfhep._core.set_simd``; afterwards
+    (also on failure) the thread count is what it was and the SIMD level is automatic again."""
+    import nfhep
+
+    before = nfhep.get_num_threads()
+    try:
+        yield
+    finally:
+        nfhep.set_num_threads(before)
+        nfhep._core.set_simd("")
 
 
 @pytest.fixture(scope="module", params=_simd_levels())

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import nfhep
+from conftest import kernel_settings_restored
 from nfhep.bijectors import affine, rqs
 
 core = nfhep._core
@@ -69,11 +70,11 @@ def test_broadcast_gradients_bitwise_equal_materialised(kind, dtype, shape):
     x, p, ap = _inputs(shape, dtype)
     layouts = _layouts(shape, dtype) + [("none", None)]
     for inverse in (False, True):
-        for (_, go) in layouts:
-            for (_, gl) in layouts:
+        for _, go in layouts:
+            for _, gl in layouts:
                 got = _backward(kind, x, p, ap, go, gl, inverse)
                 ref = _backward(kind, x, p, ap, _dense(go, x), _dense(gl, x), inverse)
-                for a, b in zip(got, ref):
+                for a, b in zip(got, ref, strict=True):
                     np.testing.assert_array_equal(_bits(a), _bits(b))
 
 
@@ -82,19 +83,15 @@ def test_broadcast_gradients_every_level_and_thread_count(kind):
     shape = (40001, 7)  # runs of 7 across every chunk boundary; n not a multiple of a lane count
     x, p, ap = _inputs(shape, np.float64, seed=8)
     (_, scalar), (_, row) = _layouts(shape, np.float64)[:2]
-    before = nfhep.get_num_threads()
-    try:
+    with kernel_settings_restored():
         for level in LEVELS:
             core.set_simd(level)
             ref = _backward(kind, x, p, ap, _dense(scalar, x), _dense(row, x), False)
             for threads in (1, 2, 3):
                 nfhep.set_num_threads(threads)
                 got = _backward(kind, x, p, ap, scalar, row, False)
-                for a, b in zip(got, ref):
+                for a, b in zip(got, ref, strict=True):
                     np.testing.assert_array_equal(_bits(a), _bits(b), err_msg=f"{level} {threads} threads")
-    finally:
-        nfhep.set_num_threads(before)
-        core.set_simd("")
 
 
 @pytest.mark.parametrize("kind", ["rqs", "affine"])
@@ -106,7 +103,7 @@ def test_other_layouts_are_refused_with_the_argument_named(kind):
         "broadcast leading axis": np.broadcast_to(np.ones(4), (6, 4)),
         "every other element": np.ones((6, 8))[:, ::2],
     }
-    for what, b in bad.items():
+    for b in bad.values():
         with pytest.raises(ValueError, match="'grad_output'.*C-contiguous.*stride-0"):
             _backward(kind, x, p, ap, b, g, False)
         with pytest.raises(ValueError, match="'grad_logabsdet'.*C-contiguous"):
@@ -137,7 +134,7 @@ def test_function_backward_of_sums_matches_materialised_gradients(kind, inverse)
             gl = None if gl is None else gl.contiguous()
         # the Function's backward alone, fed with those upstream gradients (None = unused output)
         y2, lad2 = fn(x, p, inverse=inverse, backend="cpp")
-        used = [(t, g) for t, g in zip((y2, lad2), (gy, gl)) if g is not None]
+        used = [(t, g) for t, g in zip((y2, lad2), (gy, gl), strict=True) if g is not None]
         return torch.autograd.grad([t for t, _ in used], (x, p), grad_outputs=[g for _, g in used])
 
     losses = {
@@ -150,5 +147,5 @@ def test_function_backward_of_sums_matches_materialised_gradients(kind, inverse)
     for name, loss in losses.items():
         got = run(loss, materialise=False)
         ref = run(loss, materialise=True)
-        for a, b in zip(got, ref):
+        for a, b in zip(got, ref, strict=True):
             assert torch.equal(a, b), name

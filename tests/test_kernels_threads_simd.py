@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import nfhep
+from conftest import kernel_settings_restored
 
 core = nfhep._core
 B_ = core.bijectors
@@ -47,15 +48,12 @@ def _run_all(dtype, K=8):
 def test_bitwise_identical_across_threads_and_fma_levels(dtype, K):
     before = nfhep.get_num_threads()
     results = {}
-    try:
+    with kernel_settings_restored():
         for level in LEVELS:
             core.set_simd(level)
             for threads in (1, 2, 3):
                 nfhep.set_num_threads(threads)
                 results[(level, threads)] = _run_all(dtype, K)
-    finally:
-        nfhep.set_num_threads(before)
-        core.set_simd("")
     for key, res in results.items():
         ref_key = (key[0], 1)  # threads: bitwise at every level
         for i, (a, b) in enumerate(zip(results[ref_key], res, strict=True)):

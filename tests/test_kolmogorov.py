@@ -12,6 +12,7 @@ import pytest
 from scipy import special, stats
 
 import nfhep
+from conftest import kernel_settings_restored
 from nfhep import _core
 from nfhep.metrics import ks_2samp, ks_pvalue
 
@@ -112,14 +113,11 @@ def test_bad_arguments_name_d():
 def test_thread_count_independent():
     rng = np.random.default_rng(3)
     d = np.concatenate([rng.uniform(0, 0.01, 64), rng.uniform(0, 1, 16)])
-    old = nfhep.get_num_threads()
-    try:
-        out = []
+    out = []
+    with kernel_settings_restored():
         for t in (1, 2, 3):
             nfhep.set_num_threads(t)
             out.append((_core.metrics.kstwo_sf(d, 500000.0), _core.metrics.smirnov_sf(d, 20000)))
-    finally:
-        nfhep.set_num_threads(old)
     for a, b in out[1:]:
         assert np.array_equal(a, out[0][0]) and np.array_equal(b, out[0][1])
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import nfhep
-from conftest import require_module
+from conftest import kernel_settings_restored, require_module
 from nfhep import _core
 from nfhep import metrics as M
 
@@ -210,9 +210,8 @@ def test_projection_and_threads_bitwise(rng):
     y = rng.normal(size=(15000, 7))
     dirs = M.random_directions(14, 7, seed=5)
     np.testing.assert_allclose(_core.metrics.project(x, dirs), dirs @ x.T, rtol=1e-12, atol=1e-12)
-    old = nfhep.get_num_threads()
     res = []
-    try:
+    with kernel_settings_restored():
         for t in (1, 2, 3):
             nfhep.set_num_threads(t)
             res.append(
@@ -223,8 +222,6 @@ def test_projection_and_threads_bitwise(rng):
                     M.wasserstein_per_dim(x, y),
                 )
             )
-    finally:
-        nfhep.set_num_threads(old)
     for r in res[1:]:
         for a, b in zip(r, res[0], strict=True):
             np.testing.assert_array_equal(a, b)
@@ -232,8 +229,11 @@ def test_projection_and_threads_bitwise(rng):
 
 @pytest.mark.parametrize(
     "n_dir,dim,dtype",
-    [(5, 9, np.float32), (8, 9, np.float32), (13, 9, np.float32), (56, 9, np.float32), (56, 28, np.float64),
-     (28, 28, np.float32), (7, 1, np.float64), (11, 8, np.float64), (3, 16, np.float32), (66, 33, np.float64)],
+    [
+        (5, 9, np.float32), (8, 9, np.float32), (13, 9, np.float32), (56, 9, np.float32),
+        (56, 28, np.float64), (28, 28, np.float32), (7, 1, np.float64), (11, 8, np.float64),
+        (3, 16, np.float32), (66, 33, np.float64),
+    ],
 )  # fmt: skip
 def test_simd_levels_projection(n_dir, dim, dtype, rng):
     # AVX2 and AVX-512 contract the projection's multiply-adds into FMAs: bitwise identical to each other
@@ -245,12 +245,10 @@ def test_simd_levels_projection(n_dir, dim, dtype, rng):
     ref = dirs @ x.astype(np.float64).T
     levels = nfhep.build_info()["simd_available"]
     out = {}
-    try:
+    with kernel_settings_restored():
         for lv in levels:
             _core.set_simd(lv)
             out[lv] = _core.metrics.project(x, dirs)
-    finally:
-        _core.set_simd("")
     for lv, o in out.items():
         np.testing.assert_allclose(o, ref, rtol=1e-13, atol=1e-14, err_msg=lv)
     if "avx2" in out and "avx512" in out:
@@ -652,8 +650,7 @@ def test_ks_bits_independent_of_simd_level_and_threads():
         (rng.normal(size=(9_000, 5)).astype(np.float32), rng.normal(size=(9_100, 5)).astype(np.float32)),
     ]
     ref = [_ks_reference(x.astype(np.float64), y.astype(np.float64)) for x, y in cases]
-    old = nfhep.get_num_threads()
-    try:
+    with kernel_settings_restored():
         for lv in nfhep.build_info()["simd_available"]:
             _core.set_simd(lv)
             for t in (1, 2, 3):
@@ -662,9 +659,6 @@ def test_ks_bits_independent_of_simd_level_and_threads():
                     dp, dm = _core.metrics.ks_statistics(x, y)
                     np.testing.assert_array_equal(dp, rdp, err_msg=f"{lv}, {t} threads")
                     np.testing.assert_array_equal(dm, rdm, err_msg=f"{lv}, {t} threads")
-    finally:
-        _core.set_simd("")
-        nfhep.set_num_threads(old)
 
 
 def test_ks_log_bucket_map_for_heavy_tails():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import nfhep
+from conftest import kernel_settings_restored
 from nfhep import _core
 from nfhep import metrics as M
 
@@ -125,17 +126,13 @@ def test_metrics_bitwise_identical_across_simd_levels_and_threads(dtype, rng):
     x = np.round(rng.normal(size=(6000, 5)), 1).astype(dtype)  # many ties
     y = rng.normal(0.05, 1.0, size=(5000, 5)).astype(dtype)
     w = rng.uniform(0.5, 2.0, size=len(x))
-    before = nfhep.get_num_threads()
     results = {}
-    try:
+    with kernel_settings_restored():
         for lv in LEVELS:
             _core.set_simd(lv)
             for t in (1, 2, 3):
                 nfhep.set_num_threads(t)
                 results[(lv, t)] = _metrics(x, y, w)
-    finally:
-        _core.set_simd("")
-        nfhep.set_num_threads(before)
     # Every metric is bitwise independent of the thread count on each level, and bitwise the same on all
     # levels -- except the sliced Wasserstein distance (metric 0), whose projection uses FMA on AVX2 and
     # AVX-512 (bitwise equal to each other) and multiply-then-add on the generic level (rounding only).

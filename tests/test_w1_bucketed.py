@@ -15,6 +15,7 @@ import pytest
 from scipy import stats
 
 import nfhep
+from conftest import kernel_settings_restored
 from nfhep import _core
 from nfhep import metrics as M
 
@@ -97,16 +98,13 @@ def test_bucketed_w1_is_independent_of_thread_count():
     x = rng.standard_cauchy(size=(30000, 5))
     y = rng.standard_cauchy(size=(25000, 5)) + 0.01
     dirs = M.random_directions(7, 5, seed=2)
-    old = nfhep.get_num_threads()
     out = []
-    try:
+    with kernel_settings_restored():
         for t in (1, 2, 3):
             nfhep.set_num_threads(t)
             out.append(
                 (M.wasserstein_per_dim(x, y), M.sliced_wasserstein(x, y, directions=dirs).per_direction)
             )
-    finally:
-        nfhep.set_num_threads(old)
     for a, b in out[1:]:
         np.testing.assert_array_equal(a, out[0][0])
         np.testing.assert_array_equal(b, out[0][1])
@@ -145,13 +143,11 @@ def test_bucketed_w1_simd_levels():
     dirs = M.random_directions(6, 3, seed=8)
     levels = nfhep.build_info()["simd_available"]
     w, s = {}, {}
-    try:
+    with kernel_settings_restored():
         for lv in levels:
             _core.set_simd(lv)
             w[lv] = M.wasserstein_per_dim(x, y)
             s[lv] = M.sliced_wasserstein(x, y, directions=dirs).per_direction
-    finally:
-        _core.set_simd("")
     for lv in levels:
         np.testing.assert_array_equal(w[lv], w[levels[0]], err_msg=lv)
         np.testing.assert_allclose(s[lv], s[levels[0]], rtol=1e-13, err_msg=lv)

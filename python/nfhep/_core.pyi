@@ -79,7 +79,11 @@ class bijectors:
     def affine_inverse(y: _Array, params: _Array) -> tuple[_Array, _Array]: ...
     @staticmethod
     def affine_backward(
-        inputs: _Array, params: _Array, grad_output: _Array | None, grad_logabsdet: _Array | None, *,
+        inputs: _Array,
+        params: _Array,
+        grad_output: _Array | None,
+        grad_logabsdet: _Array | None,
+        *,
         inverse: bool = False,
     ) -> tuple[_Array, _Array]: ...
     @staticmethod
