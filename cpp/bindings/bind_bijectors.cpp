@@ -31,6 +31,14 @@ struct Checked {
   std::vector<pyb::ssize_t> pshape;      // S + (P,)
 };
 
+// ValueError unless `a` has the shape of the reference argument `ref`.
+void require_same_shape(const pyb::array& a, const pyb::array& ref, const char* func, const char* name,
+                        const char* ref_name) {
+  if (a.ndim() != ref.ndim() || !std::equal(ref.shape(), ref.shape() + ref.ndim(), a.shape()))
+    throw pyb::value_error(std::string(func) + ": argument '" + name + "' must have the same shape as '" +
+                           ref_name + "' " + nfhep::py::shape_str(ref) + ", got shape " + nfhep::py::shape_str(a));
+}
+
 // Validate the element-wise arrays (all of shape S) and params (shape S + (P,)).
 // `elems` are (array, name) pairs; the first one is the reference for dtype and shape.
 Checked check_arrays(const char* func, const std::vector<std::pair<pyb::array, const char*>>& elems,
@@ -49,12 +57,7 @@ Checked check_arrays(const char* func, const std::vector<std::pair<pyb::array, c
   nfhep::py::require_same_dtype(params, c.f32, func, "params", ref_name);
   nfhep::py::require_contiguous(params, func, "params");
   c.shape.assign(ref.shape(), ref.shape() + ref.ndim());
-  for (const auto& [a, name] : elems) {
-    if (a.ndim() != ref.ndim() || !std::equal(c.shape.begin(), c.shape.end(), a.shape()))
-      throw pyb::value_error(std::string(func) + ": argument '" + name + "' must have the same shape as '" +
-                             ref_name + "' " + nfhep::py::shape_str(ref) + ", got shape " +
-                             nfhep::py::shape_str(a));
-  }
+  for (const auto& [a, name] : elems) require_same_shape(a, ref, func, name, ref_name);
   const std::string expected_p = rqs ? "(P = 3K - 1 spline parameters, K >= 2)" : "(P = 2: s, t)";
   if (params.ndim() != ref.ndim() + 1 || !std::equal(c.shape.begin(), c.shape.end(), params.shape()))
     throw pyb::value_error(std::string(func) + ": argument 'params' must have shape " +
@@ -116,9 +119,7 @@ GradIn grad_in(const pyb::handle& obj, const char* func, const char* name, const
   if (obj.is_none()) return g;
   pyb::array a = as_array(obj, func, name);
   nfhep::py::require_same_dtype(a, f32, func, name, ref_name);
-  if (a.ndim() != ref.ndim() || !std::equal(ref.shape(), ref.shape() + ref.ndim(), a.shape()))
-    throw pyb::value_error(std::string(func) + ": argument '" + name + "' must have the same shape as '" +
-                           ref_name + "' " + nfhep::py::shape_str(ref) + ", got shape " + nfhep::py::shape_str(a));
+  require_same_shape(a, ref, func, name, ref_name);
   if (!(a.flags() & pyb::detail::npy_api::NPY_ARRAY_ALIGNED_))
     throw pyb::value_error(std::string(func) + ": argument '" + name + "' must be aligned in memory");
   // Trailing axes that are broadcast (stride 0) or of length 1 share one value ...

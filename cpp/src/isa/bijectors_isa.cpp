@@ -376,17 +376,14 @@ void affine_grad_t(bool inverse, const T* in, const T* params, const T* gout, st
   std::size_t pos = begin;
   while (pos < end) {
     std::size_t stop = end;
-    T cgo = T(0), cgl = T(0);
-    if (go_mode == 2) {
-      cgo = gout[pos / rgo];
-      const std::size_t run_end = (pos / rgo + 1) * rgo;
+    // The value of the run of `repeat` elements holding pos; stop no later than that run's end.
+    auto run_value = [&](const T* g, std::size_t repeat) {
+      const std::size_t run_end = (pos / repeat + 1) * repeat;
       if (run_end < stop) stop = run_end;
-    }
-    if (gl_mode == 2) {
-      cgl = glad[pos / rgl];
-      const std::size_t run_end = (pos / rgl + 1) * rgl;
-      if (run_end < stop) stop = run_end;
-    }
+      return g[pos / repeat];
+    };
+    const T cgo = go_mode == 2 ? run_value(gout, rgo) : T(0);
+    const T cgl = gl_mode == 2 ? run_value(glad, rgl) : T(0);
     if (go_mode == 0)
       affine_grad_gl<T, 0>(gl_mode, inverse, in, params, gout, cgo, glad, cgl, pos, stop, gin, gparams);
     else if (go_mode == 1)
