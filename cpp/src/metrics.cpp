@@ -63,6 +63,7 @@ struct Work {
   std::vector<double> wx, swx, wy, swy;
   std::vector<std::uint8_t> cand;   // buckets walked point by point (w1_bucketed)
   std::vector<double> w1bins;       // per-bucket (sum of offsets, count) pairs (w1_bucketed)
+  std::vector<std::size_t> w1walk;  // per walked bucket: b, I, J (the counts of earlier buckets) (w1_bucketed)
 };
 
 constexpr std::size_t kW1MaxBuckets = std::size_t{1} << 16;  // w1_bucketed: 2^16 bins of 16 B per sample fit L2
@@ -710,6 +711,8 @@ double w1_bucketed(K* ka, std::size_t na_, K* kb, std::size_t nb_, Work<K>& wk, 
   const double na = static_cast<double>(na_), nb = static_cast<double>(nb_);
   std::vector<std::uint8_t>& cand = wk.cand;
   cand.assign(nbk + 8, 0u);  // + 8: padding read by the vectorised selection
+  std::vector<std::size_t>& walk = wk.w1walk;
+  walk.clear();
   std::size_t sel_a = 0, sel_b = 0;
   std::size_t I = 0, J = 0;
   double sum = 0.0;
@@ -734,6 +737,7 @@ double w1_bucketed(K* ka, std::size_t na_, K* kb, std::size_t nb_, Work<K>& wk, 
         sum += std::fabs(g0 * len + ia - ib);
       } else {
         cand[b] = 1;
+        walk.insert(walk.end(), {b, I, J});
         sel_a += ca;
         sel_b += cb;
       }
@@ -752,27 +756,22 @@ double w1_bucketed(K* ka, std::size_t na_, K* kb, std::size_t nb_, Work<K>& wk, 
     sort_keys<K>(sa.data(), wk.ky2, sel_a, nullptr, nullptr, nullptr);  // without payload: in place
     sort_keys<K>(sb.data(), wk.ky2, sel_b, nullptr, nullptr, nullptr);
     std::size_t pa = 0, pb = 0;
-    I = 0;
-    J = 0;
-    for (std::size_t b = 0; b < nbk; ++b) {
+    for (std::size_t w = 0; w < walk.size(); w += 3) {  // the walked buckets only, in bucket order
+      const std::size_t b = walk[w], Ib = walk[w + 1], Jb = walk[w + 2];
       const std::size_t ca = static_cast<std::size_t>(ba[2 * b + 1]), cb = static_cast<std::size_t>(bb[2 * b + 1]);
-      if (cand[b]) {
-        const std::size_t ea = pa + ca, eb = pb + cb;
-        std::size_t i = pa, j = pb;
-        double t = edge(b);
-        double g = static_cast<double>(I) * ina - static_cast<double>(J) * inb;
-        while (i < ea || j < eb) {
-          const double tv = key_value(next_pooled_value(sa.data(), i, ea, sb.data(), j, eb));
-          sum += std::fabs(g) * (tv - t);
-          g = static_cast<double>(I + (i - pa)) * ina - static_cast<double>(J + (j - pb)) * inb;
-          t = tv;
-        }
-        sum += std::fabs(g) * (edge(b + 1) - t);
-        pa = ea;
-        pb = eb;
+      const std::size_t ea = pa + ca, eb = pb + cb;
+      std::size_t i = pa, j = pb;
+      double t = edge(b);
+      double g = static_cast<double>(Ib) * ina - static_cast<double>(Jb) * inb;
+      while (i < ea || j < eb) {
+        const double tv = key_value(next_pooled_value(sa.data(), i, ea, sb.data(), j, eb));
+        sum += std::fabs(g) * (tv - t);
+        g = static_cast<double>(Ib + (i - pa)) * ina - static_cast<double>(Jb + (j - pb)) * inb;
+        t = tv;
       }
-      I += ca;
-      J += cb;
+      sum += std::fabs(g) * (edge(b + 1) - t);
+      pa = ea;
+      pb = eb;
     }
   }
   return sum;
