@@ -4,8 +4,9 @@
 // AVX-512) into the namespace nfhep::detail::isa_<name>. active_isa() is the best level both compiled in
 // and supported by this CPU, capped by the environment variable NFHEP_ISA (generic|avx2|avx512) or by
 // set_isa(). The metrics give bitwise-identical results on all levels (no FMA contraction, same operation
-// order); the bijector kernels are contracted to FMA on AVX2 and AVX-512 (bitwise identical to each other,
-// within rounding of the generic level). The tests check both.
+// order), except the sliced-Wasserstein projection, which like the bijector kernels is contracted to FMA
+// on AVX2 and AVX-512 (bitwise identical to each other, within rounding of the generic level). The tests
+// check both.
 #pragma once
 #include <string>
 #include <vector>

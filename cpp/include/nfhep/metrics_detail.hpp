@@ -7,7 +7,8 @@
 #include "nfhep/isa.hpp"
 
 // Projection of rows [r0, r1) of x (row-major, dim columns) on n_dir directions, accumulated in double in
-// the fixed order d = 0..dim-1 (no FMA contraction, so every ISA level gives the same bits).
+// the fixed order d = 0..dim-1, independent of the thread count (one FMA per step on AVX2 and AVX-512,
+// which agree bitwise; the generic level multiplies and adds and differs by rounding).
 // `_f64` writes out[j * ld + i] as doubles, `_keys` writes the order-preserving keys of those doubles and,
 // if `minmax` is not null, the smallest and largest key of each direction j over these rows to
 // minmax[2 j] and minmax[2 j + 1]; `stream`: non-temporal key stores where the level has them (for
