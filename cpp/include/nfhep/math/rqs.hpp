@@ -174,6 +174,57 @@ NFHEP_MATH void rqs_softmax_prep(int K, const T* logits, T* e, T* R) {
   NFHEP_LANES for (int l = 0; l < L; ++l) R[l] = T(1) / S[l];
 }
 
+/// Running state of the knot scan (rqs_locate): the cumulative sizes with their Kahan compensations and
+/// the left knots of the current bin on both axes.
+template <class T, int L>
+struct RqsScan {
+  T cw[L], ccw[L], ch[L], cch[L];
+  T kxl[L], kyl[L];
+};
+
+/// One bin k of the knot scan. HasPrev = (k > 0): u_{k-1} exists; Last = (k == K - 1): u_k does not.
+/// The flags are template arguments so that the lane loop holds no k-dependent selection (GCC turned
+/// the clamped indices of a single loop into per-lane index vectors and emulated gathers).
+template <class T, int L, bool Inverse, bool HasPrev, bool Last>
+NFHEP_MATH void rqs_locate_bin(const RqsConfig<T>& cfg, int k, const T* ew, const T* rw, const T* eh, const T* rh,
+                               const T* up, const T* uc, const T* v, RqsScan<T, L>& st, T* bin, T* xl, T* xr,
+                               T* yl, T* yr, T* u0, T* u1) {
+  const T bound = cfg.bound;
+  const T lo = -bound;
+  const T span = bound - lo;  // 2B
+  const T minw = cfg.min_w;
+  const T minh = cfg.min_h;
+  const T scw = T(1) - minw * T(cfg.K);
+  const T sch = T(1) - minh * T(cfg.K);
+  const T kt = T(k);
+  const T* ewk = ew + k * L;
+  const T* ehk = eh + k * L;
+  NFHEP_LANES for (int l = 0; l < L; ++l) {
+    const T wk = minw + scw * (ewk[l] * rw[l]);
+    const T ywk = wk - st.ccw[l];
+    const T tw = st.cw[l] + ywk;
+    st.ccw[l] = (tw - st.cw[l]) - ywk;
+    st.cw[l] = tw;
+    const T hk = minh + sch * (ehk[l] * rh[l]);
+    const T yhk = hk - st.cch[l];
+    const T th = st.ch[l] + yhk;
+    st.cch[l] = (th - st.ch[l]) - yhk;
+    st.ch[l] = th;
+    const T kxr = Last ? bound : span * st.cw[l] + lo;
+    const T kyr = Last ? bound : span * st.ch[l] + lo;
+    const bool take = (Inverse ? st.kyl[l] : st.kxl[l]) <= v[l];
+    bin[l] = take ? kt : bin[l];
+    xl[l] = take ? st.kxl[l] : xl[l];
+    xr[l] = take ? kxr : xr[l];
+    yl[l] = take ? st.kyl[l] : yl[l];
+    yr[l] = take ? kyr : yr[l];
+    if (HasPrev) u0[l] = take ? up[l] : u0[l];  // else: bin 0 keeps u0 = 0
+    u1[l] = take ? (Last ? T(0) : uc[l]) : u1[l];
+    st.kxl[l] = kxr;
+    st.kyl[l] = kyr;
+  }
+}
+
 /// Knot scan of both axes at once (the cumulative sums are compensated, Kahan, so that float32 knots
 /// are accurate to ~1 ulp for any K). Finds the bin of v on the searched axis (x for the forward, y for
 /// the inverse: count of left knots <= v, minus 1) and returns the knots of that bin on both axes and the
@@ -185,20 +236,14 @@ NFHEP_MATH void rqs_locate(const RqsConfig<T>& cfg, const T* ew, const T* rw, co
   const int K = cfg.K;
   const T bound = cfg.bound;
   const T lo = -bound;
-  const T span = bound - lo;  // 2B
-  const T minw = cfg.min_w;
-  const T minh = cfg.min_h;
-  const T scw = T(1) - minw * T(K);
-  const T sch = T(1) - minh * T(K);
-  T cw[L], ccw[L], ch[L], cch[L];  // running sums of the sizes and their Kahan compensations
-  T kxl[L], kyl[L];
+  RqsScan<T, L> st;
   NFHEP_LANES for (int l = 0; l < L; ++l) {
-    cw[l] = T(0);
-    ccw[l] = T(0);
-    ch[l] = T(0);
-    cch[l] = T(0);
-    kxl[l] = lo;
-    kyl[l] = lo;
+    st.cw[l] = T(0);
+    st.ccw[l] = T(0);
+    st.ch[l] = T(0);
+    st.cch[l] = T(0);
+    st.kxl[l] = lo;
+    st.kyl[l] = lo;
     bin[l] = T(0);
     xl[l] = lo;
     xr[l] = bound;
@@ -207,42 +252,13 @@ NFHEP_MATH void rqs_locate(const RqsConfig<T>& cfg, const T* ew, const T* rw, co
     u0[l] = T(0);
     u1[l] = T(0);
   }
-  for (int k = 0; k < K; ++k) {
-    const bool last = (k + 1 == K);
-    const T kt = T(k);
-    const bool has_prev = k > 0;                  // u_{k-1}: left derivative logit of bin k
-    const int kp = has_prev ? k - 1 : 0;          // (indices clamped: the loads are unconditional,
-    const int kc = last ? K - 2 : k;              // u_k: right derivative logit of bin k; absent ones
-                                                  // are selected to 0 below)
-    NFHEP_LANES for (int l = 0; l < L; ++l) {
-      const T upa = u[kp * L + l];
-      const T uca = u[kc * L + l];
-      const T upl = has_prev ? upa : T(0);
-      const T ucl = last ? T(0) : uca;
-      const T wk = minw + scw * (ew[k * L + l] * rw[l]);
-      const T ywk = wk - ccw[l];
-      const T tw = cw[l] + ywk;
-      ccw[l] = (tw - cw[l]) - ywk;
-      cw[l] = tw;
-      const T hk = minh + sch * (eh[k * L + l] * rh[l]);
-      const T yhk = hk - cch[l];
-      const T th = ch[l] + yhk;
-      cch[l] = (th - ch[l]) - yhk;
-      ch[l] = th;
-      const T kxr = last ? bound : span * cw[l] + lo;
-      const T kyr = last ? bound : span * ch[l] + lo;
-      const bool take = (Inverse ? kyl[l] : kxl[l]) <= v[l];
-      bin[l] = take ? kt : bin[l];
-      xl[l] = take ? kxl[l] : xl[l];
-      xr[l] = take ? kxr : xr[l];
-      yl[l] = take ? kyl[l] : yl[l];
-      yr[l] = take ? kyr : yr[l];
-      u0[l] = take ? upl : u0[l];
-      u1[l] = take ? ucl : u1[l];
-      kxl[l] = kxr;
-      kyl[l] = kyr;
-    }
-  }
+  // K >= 2: bin 0 (no left logit), bins 1..K-2, bin K-1 (no right logit).
+  rqs_locate_bin<T, L, Inverse, false, false>(cfg, 0, ew, rw, eh, rh, u, u, v, st, bin, xl, xr, yl, yr, u0, u1);
+  for (int k = 1; k + 1 < K; ++k)
+    rqs_locate_bin<T, L, Inverse, true, false>(cfg, k, ew, rw, eh, rh, u + (k - 1) * L, u + k * L, v, st, bin, xl,
+                                               xr, yl, yr, u0, u1);
+  rqs_locate_bin<T, L, Inverse, true, true>(cfg, K - 1, ew, rw, eh, rh, u + (K - 2) * L, u, v, st, bin, xl, xr, yl,
+                                            yr, u0, u1);
 }
 
 /// Scratch needed by the block functions, in elements of T.
