@@ -80,3 +80,54 @@ def test_special_values(dtype):
 def test_special_rejects_unknown_name():
     with pytest.raises(ValueError, match="'tanh'"):
         SPECIAL("tanh", np.zeros(3))
+
+
+def test_float64_polynomials_match_the_fitting_tool():
+    """special.hpp holds exactly the coefficients cpp/tools/fit_special_polys.py computes (documented)."""
+    import importlib.util
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "fit_special_polys", root / "cpp/tools/fit_special_polys.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    header = (root / "cpp/include/nfhep/math/special.hpp").read_text()
+
+    def header_coeffs(start: str, end: str) -> list[float]:
+        block = header[header.index(start) : header.index(end, header.index(start))]
+        found = re.findall(r"constexpr double c(\d+) = ([0-9.e+-]+);", block)
+        assert [int(k) for k, _ in found] == list(range(len(found)))
+        return [float(v) for _, v in found]
+
+    exp_c, exp_err = tool.exp_poly()
+    log_c, log_err = tool.log_poly()
+    assert header_coeffs("namespace exp_poly {", "}  // namespace exp_poly") == exp_c
+    assert header_coeffs("NFHEP_FORCEINLINE double log_tail(double z) {", "return") == log_c
+    # The error bounds quoted in the header: exp's P within 2.6e-18, log's Q within 3.2e-16.
+    assert exp_err < 3e-18
+    assert log_err < 3.2e-16
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_nonpos_and_log1p_unit_within_2ulp(dtype):
+    """The kernels' restricted-range variants: exp on x <= 0 (softmax numerators), log1p on [0, 1]."""
+    rng = np.random.default_rng(7)
+    lo = -700.0 if dtype == np.float64 else -85.0
+    x = np.concatenate([rng.uniform(lo, 0.0, 60000), rng.uniform(-1.0, 0.0, 20000), [0.0, -0.0, lo]]).astype(
+        dtype
+    )
+    e = np.concatenate([rng.uniform(0.0, 1.0, 60000), np.exp(rng.uniform(-80, 0, 20000)), [0.0, 1.0]]).astype(
+        dtype
+    )
+    for name, v, ref in (("exp_nonpos", x, np.exp), ("log1p_unit", e, np.log1p)):
+        got = SPECIAL(name, v)
+        r = ref(v.astype(np.longdouble)).astype(dtype)
+        nz = r != 0
+        ulps = np.abs(got[nz].astype(np.longdouble) - r[nz]) / np.spacing(np.abs(r[nz])).astype(np.longdouble)
+        assert float(ulps.max()) <= 2.0, (name, float(ulps.max()))
+        np.testing.assert_array_equal(got[~nz], r[~nz])
+    assert np.isnan(SPECIAL("exp_nonpos", np.array([np.nan], dtype)))[0]
+    assert np.isnan(SPECIAL("log1p_unit", np.array([np.nan], dtype)))[0]

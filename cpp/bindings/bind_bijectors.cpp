@@ -455,7 +455,7 @@ void bind_bijectors(pyb::module_& m) {
         return out;
       },
       "name"_a, "x"_a,
-      "_special(name, x) -> array\n\n    Test hook: nfhep's vectorisable exp/log/log1p/softplus/sigmoid (math/special.hpp)\n"
+      "_special(name, x) -> array\n\n    Test hook: nfhep's vectorisable exp/log/log1p/softplus/sigmoid/exp_nonpos/log1p_unit (math/special.hpp)\n"
       "    evaluated element-wise on a float32/float64 array with the active SIMD level.");
   m.def("cuda_available", &nfhep::cuda::compiled,
         "True if this build of nfhep contains the CUDA kernels (the cuda_* functions exist only then). It\n"

@@ -163,9 +163,12 @@ void special_function(const char* name, const T* in, std::size_t n, T* out) {
   else if (s == "log1p") fn = 2;
   else if (s == "softplus") fn = 3;
   else if (s == "sigmoid") fn = 4;
+  else if (s == "exp_nonpos") fn = 5;
+  else if (s == "log1p_unit") fn = 6;
   else
-    throw std::invalid_argument("special_function: name must be exp, log, log1p, softplus or sigmoid, got '" + s +
-                                "'");
+    throw std::invalid_argument(
+        "special_function: name must be exp, log, log1p, softplus, sigmoid, exp_nonpos or log1p_unit, got '" + s +
+        "'");
   NFHEP_DISPATCH(special_eval, fn, in, n, out);
 }
 template NFHEP_API void special_function<float>(const char*, const float*, std::size_t, float*);

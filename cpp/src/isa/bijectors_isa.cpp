@@ -409,8 +409,14 @@ void special_eval_t(int fn, const T* NFHEP_RESTRICT in, std::size_t n, T* NFHEP_
     case 3:
       for (std::size_t i = 0; i < n; ++i) out[i] = math::softplus(in[i]);
       break;
-    default:
+    case 4:
       for (std::size_t i = 0; i < n; ++i) out[i] = math::sigmoid(in[i]);
+      break;
+    case 5:
+      for (std::size_t i = 0; i < n; ++i) out[i] = math::exp_nonpos(in[i]);
+      break;
+    default:
+      for (std::size_t i = 0; i < n; ++i) out[i] = math::log1p_unit(in[i]);
       break;
   }
 }

@@ -106,21 +106,51 @@ struct Consts<float> {
   static constexpr float sqrt_half = 0.707106781f;
 };
 
-// exp(r) - 1 - r for |r| <= ln2/2, as r^2 * P(r) with Taylor coefficients 1/k!.
+// exp(r) - 1 - r for |r| <= ln2/2, as r^2 P(r). Double: P of degree 10 fitted to (e^r - 1 - r)/r^2 on
+// [-ln2/2, ln2/2] (Chebyshev fit in 50-digit arithmetic, tools/fit_special_polys.py; with the rounded
+// coefficients |P - (e^r - 1 - r)/r^2| <= 2.6e-18, i.e. <= 3.2e-19 relative in exp; the Taylor series
+// needs degree 11 for the same). Float: Taylor coefficients 1/k!.
+namespace exp_poly {
+constexpr double c0 = 0.5;
+constexpr double c1 = 0.1666666666666667;
+constexpr double c2 = 0.04166666666666667;
+constexpr double c3 = 0.008333333333326136;
+constexpr double c4 = 0.0013888888888883748;
+constexpr double c5 = 0.00019841269874820627;
+constexpr double c6 = 2.4801587325547743e-05;
+constexpr double c7 = 2.7557255400206422e-06;
+constexpr double c8 = 2.75572736431103e-07;
+constexpr double c9 = 2.5105217004720745e-08;
+constexpr double c10 = 2.0914686968086876e-09;
+}  // namespace exp_poly
+
+// Horner's rule: the fewest operations (the softmax numerators, many independent exps per element).
 NFHEP_FORCEINLINE double expm1_tail(double r) {
-  double p = 1.0 / 6227020800.0;  // 1/13!
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
+  using namespace exp_poly;
+  double p = c10;
+  p = p * r + c9;
+  p = p * r + c8;
+  p = p * r + c7;
+  p = p * r + c6;
+  p = p * r + c5;
+  p = p * r + c4;
+  p = p * r + c3;
+  p = p * r + c2;
+  p = p * r + c1;
+  p = p * r + c0;
   return (r * r) * p;
+}
+// The same polynomial in Estrin's form: depth 4 instead of 10 dependent multiply-adds, two more
+// operations. For exp() (softplus, sigmoid), which sits on the kernels' longest dependency chain
+// (derivative logit -> derivative -> denominator -> log); the softmax numerators keep Horner's rule.
+NFHEP_FORCEINLINE double expm1_tail_short(double r) {
+  using namespace exp_poly;
+  const double r2 = r * r;
+  const double r4 = r2 * r2;
+  const double q0 = (c0 + c1 * r) + r2 * (c2 + c3 * r);
+  const double q1 = (c4 + c5 * r) + r2 * (c6 + c7 * r);
+  const double q2 = (c8 + c9 * r) + r2 * c10;
+  return r2 * ((q0 + r4 * q1) + (r4 * r4) * q2);
 }
 NFHEP_FORCEINLINE float expm1_tail(float r) {
   float p = 1.0f / 5040.0f;
@@ -131,23 +161,24 @@ NFHEP_FORCEINLINE float expm1_tail(float r) {
   p = p * r + 0.5f;
   return (r * r) * p;
 }
+NFHEP_FORCEINLINE float expm1_tail_short(float r) { return expm1_tail(r); }
 
 // R(z) = sum_{k>=1} 2 z^k / (2k+1), z = s^2, so that log(1+f) = f - f^2/2 + s (f^2/2 + R(z)) with
-// s = f / (2 + f) (the atanh series; |s| <= 0.1716, z <= 0.0295).
+// s = f / (2 + f) (the atanh series; |s| <= 0.1716, z <= 0.0295). Double: R = z Q(z), Q of degree 6
+// fitted to R(z)/z on [0, 0.02944] (tools/fit_special_polys.py; |Q - R/z| <= 3.2e-16, i.e. ~5e-18
+// relative in log), in Estrin's form (log sits on dependency chains). Float: the series to z^6.
 NFHEP_FORCEINLINE double log_tail(double z) {
-  double p = 2.0 / 25.0;
-  p = p * z + 2.0 / 23.0;
-  p = p * z + 2.0 / 21.0;
-  p = p * z + 2.0 / 19.0;
-  p = p * z + 2.0 / 17.0;
-  p = p * z + 2.0 / 15.0;
-  p = p * z + 2.0 / 13.0;
-  p = p * z + 2.0 / 11.0;
-  p = p * z + 2.0 / 9.0;
-  p = p * z + 2.0 / 7.0;
-  p = p * z + 2.0 / 5.0;
-  p = p * z + 2.0 / 3.0;
-  return z * p;
+  constexpr double c0 = 0.666666666666667;
+  constexpr double c1 = 0.39999999999899444;
+  constexpr double c2 = 0.2857142862600327;
+  constexpr double c3 = 0.22222211130259878;
+  constexpr double c4 = 0.18182889455674947;
+  constexpr double c5 = 0.15331710618210773;
+  constexpr double c6 = 0.14616585424888623;
+  const double z2 = z * z;
+  const double q0 = (c0 + c1 * z) + z2 * (c2 + c3 * z);
+  const double q1 = (c4 + c5 * z) + z2 * c6;
+  return z * (q0 + (z2 * z2) * q1);
 }
 NFHEP_FORCEINLINE float log_tail(float z) {
   float p = 2.0f / 13.0f;
@@ -191,7 +222,7 @@ NFHEP_MATH T exp(T x) {
   const S n = static_cast<S>(detail::bits(kd) - detail::bits(T(C::shifter)));  // round(x log2 e)
   const T nd = kd - C::shifter;
   const T r = (xc - nd * C::ln2_hi) - nd * C::ln2_lo;
-  const T p = T(1) + (r + detail::expm1_tail(r));
+  const T p = T(1) + (r + detail::expm1_tail_short(r));
   const S n1 = n >> 1;  // arithmetic shift: floor(n/2)
   const S n2 = n - n1;
   const T s1 = detail::from_bits(static_cast<U>(static_cast<U>(n1 + static_cast<S>(C::bias)) << C::mant));
