@@ -131,3 +131,21 @@ def test_exp_nonpos_and_log1p_unit_within_2ulp(dtype):
         np.testing.assert_array_equal(got[~nz], r[~nz])
     assert np.isnan(SPECIAL("exp_nonpos", np.array([np.nan], dtype)))[0]
     assert np.isnan(SPECIAL("log1p_unit", np.array([np.nan], dtype)))[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log1p_unit_reduction_is_logs(dtype, every_simd_level):
+    """log1p_unit splits u = 1 + e in [1, 2] at 2 sqrt(1/2) by a comparison instead of log()'s exponent
+    bits: where 1 + e == u exactly (no correction term) the result is log(u), bitwise on the generic level
+    (no FMA contraction), within 1 ulp of it on the FMA levels -- on both sides of the split."""
+    rng = np.random.default_rng(11)
+    split = dtype(2) * dtype(np.sqrt(0.5))  # the first u of the upper half (2 sqrt(1/2) rounded, doubled)
+    u = np.concatenate([rng.uniform(1.0, 2.0, 100000), [split, np.nextafter(split, dtype(0)), 2.0]])
+    u = u.astype(dtype)
+    e = u - dtype(1)  # exact for u in [1, 2] (Sterbenz), so 1 + e == u and the correction term is 0
+    assert np.array_equal(dtype(1) + e, u)
+    got, ref = SPECIAL("log1p_unit", e), SPECIAL("log", u)
+    if every_simd_level == "generic":
+        np.testing.assert_array_equal(got, ref)
+    else:
+        assert np.max(np.abs(got - ref) / np.spacing(ref)) <= 1.0

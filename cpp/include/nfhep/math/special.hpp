@@ -302,10 +302,22 @@ NFHEP_MATH T log1p(T x) {
 /// log(1 + e) for e in [0, 1] (and NaN), as log1p but without its division: the correction c / u,
 /// c = (u - 1) - e the rounding error of u = 1 + e in [1, 2], uses 1/u ~ 2 - u (exact at u = 1). The
 /// error |c| (u - 1)^2 / u <= 2^-53 e^2 / (1 + e) (2^-24 in float) is below 0.4 ulp of log(1 + e).
+///
+/// log(u) for u in [1, 2] is log() without its special cases and bit manipulations: u = 2^k m with k = 0
+/// (m = u) below 2 sqrt(1/2) and k = 1 (m = u / 2, exact) from there on, the split log() makes, and the
+/// same arithmetic after it (bitwise log(u) without FMA contraction, i.e. on the generic level; the FMA
+/// levels may contract the two differently); NaN propagates through the arithmetic.
 template <class T>
 NFHEP_MATH T log1p_unit(T e) {
+  using C = detail::Consts<T>;
   const T u = T(1) + e;
-  const T lu = math::log(u);
+  const bool upper = u >= T(2) * T(C::sqrt_half);
+  const T m = upper ? T(0.5) * u : u;
+  const T ed = upper ? T(1) : T(0);
+  const T f = m - T(1);
+  const T hfsq = T(0.5) * f * f;
+  const T s = f / (T(2) + f);
+  const T lu = ed * C::ln2_hi + ((f - hfsq) + (s * (hfsq + detail::log_tail(s * s)) + ed * C::ln2_lo));
   const T corr = ((u - T(1)) - e) * (T(2) - u);
   return u == T(1) ? e : lu - corr;
 }
