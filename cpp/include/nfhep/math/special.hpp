@@ -230,6 +230,19 @@ NFHEP_MATH T exp(T x) {
   return (p * s1) * s2;
 }
 
+/// log(2^e m) for m in [sqrt(1/2), sqrt(2)) and e given as a floating value: f = m - 1 (exact),
+/// log(1+f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f/(2+f), plus e ln2 in two parts. The common core of log()
+/// and log1p_unit(), which differ only in how they split their argument.
+template <class T>
+NFHEP_MATH T log_reduced(T m, T ed) {
+  using C = detail::Consts<T>;
+  const T f = m - T(1);
+  const T hfsq = T(0.5) * f * f;
+  const T s = f / (T(2) + f);
+  const T R = detail::log_tail(s * s);
+  return ed * C::ln2_hi + ((f - hfsq) + (s * (hfsq + R) + ed * C::ln2_lo));
+}
+
 /// log(x), branch-free: x = 2^e m with m in [sqrt(1/2), sqrt(2)), f = m - 1 (exact),
 /// log(1+f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f/(2+f); subnormal x is rescaled by 2^54 (2^25) first.
 /// log(0) = -inf, log(x<0) = NaN, log(inf) = inf, log(NaN) = NaN.
@@ -270,12 +283,7 @@ NFHEP_MATH T log(T x) {
   const U e_biased = static_cast<U>(e + static_cast<S>(C::bias)) & (C::exp_mask >> C::mant);
   const T ed = (detail::from_bits(static_cast<U>(detail::bits(two_mant) | e_biased)) - two_mant) -
                (sub ? T(C::bias + C::subnormal_shift) : T(C::bias));
-  const T f = m - T(1);
-  const T hfsq = T(0.5) * f * f;
-  const T s = f / (T(2) + f);
-  const T z = s * s;
-  const T R = detail::log_tail(z);
-  const T lg = ed * C::ln2_hi + ((f - hfsq) + (s * (hfsq + R) + ed * C::ln2_lo));
+  const T lg = log_reduced(m, ed);
   // Specials: x == 0 -> -inf, x < 0 or NaN -> NaN, x == inf -> inf.
   const T inf = detail::from_bits(static_cast<U>(C::exp_mask));
   T out = x == T(0) ? -inf : lg;
@@ -314,10 +322,7 @@ NFHEP_MATH T log1p_unit(T e) {
   const bool upper = u >= T(2) * T(C::sqrt_half);
   const T m = upper ? T(0.5) * u : u;
   const T ed = upper ? T(1) : T(0);
-  const T f = m - T(1);
-  const T hfsq = T(0.5) * f * f;
-  const T s = f / (T(2) + f);
-  const T lu = ed * C::ln2_hi + ((f - hfsq) + (s * (hfsq + detail::log_tail(s * s)) + ed * C::ln2_lo));
+  const T lu = log_reduced(m, ed);
   const T corr = ((u - T(1)) - e) * (T(2) - u);
   return u == T(1) ? e : lu - corr;
 }
