@@ -24,13 +24,13 @@ inline std::size_t rqs_work_size(int K, bool grad) {
 // than the caches: no read-for-ownership of every destination line; same values).
 #define NFHEP_BIJECTOR_ISA_DECLS(T)                                                                            \
   void rqs_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, int K,              \
-               const ::nfhep::RqsOptions& opt, T* out, T* lad, T* work);                                        \
+               const ::nfhep::RqsOptions& opt, T* out, T* lad, T* work);                                       \
   void rqs_grad(bool inverse, const T* in, const T* params, const T* gout, std::size_t rgo, const T* glad,     \
-                std::size_t rgl, std::size_t begin, std::size_t end, int K, const ::nfhep::RqsOptions& opt,     \
-                T* gin, T* gparams, T* work, bool stream);                                                                                  \
-  void affine_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, T* out, T* lad);  \
+                std::size_t rgl, std::size_t begin, std::size_t end, int K, const ::nfhep::RqsOptions& opt,    \
+                T* gin, T* gparams, T* work, bool stream);                                                     \
+  void affine_run(int mode, const T* in, const T* params, std::size_t begin, std::size_t end, T* out, T* lad); \
   void affine_grad(bool inverse, const T* in, const T* params, const T* gout, std::size_t rgo, const T* glad,  \
-                   std::size_t rgl, std::size_t begin, std::size_t end, T* gin, T* gparams);                                                       \
+                   std::size_t rgl, std::size_t begin, std::size_t end, T* gin, T* gparams);                   \
   void special_eval(int fn, const T* in, std::size_t n, T* out);
 
 #define NFHEP_BIJECTOR_ISA_NS(ns)  \

@@ -301,7 +301,6 @@ struct KsColumnMap {
   double lo = 0.0, scale = 0.0;
 };
 
-
 /// The map with argument floor `floor` (< 0: linear in the value) spanning [vmin, vmax] with nbk buckets;
 /// `finite` tells whether the span of u is finite (always true for the log map).
 inline KsColumnMap ks_make_map(double floor, double vmin, double vmax, std::size_t nbk, bool& finite) {
