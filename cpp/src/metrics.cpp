@@ -759,14 +759,34 @@ double w1_bucketed(K* ka, std::size_t na_, K* kb, std::size_t nb_, Work<K>& wk, 
       const std::size_t b = walk[w], Ib = walk[w + 1], Jb = walk[w + 2];
       const std::size_t ca = static_cast<std::size_t>(ba[2 * b + 1]), cb = static_cast<std::size_t>(bb[2 * b + 1]);
       const std::size_t ea = pa + ca, eb = pb + cb;
+      // One pooled value per step, without data-dependent branches: the segment [t, next value) at the
+      // current G, then the value is counted. Within a run of ties the segments have length exactly 0 and
+      // add exactly 0, so this is the sum over distinct values (ks_merge's walk), bit for bit.
+      const K* sorted_a = sa.data();
+      const K* sorted_b = sb.data();
       std::size_t i = pa, j = pb;
       double t = edge(b);
       double g = static_cast<double>(Ib) * ina - static_cast<double>(Jb) * inb;
-      while (i < ea || j < eb) {
-        const double tv = key_value(next_pooled_value(sa.data(), i, ea, sb.data(), j, eb));
+      auto step = [&](K v) {
+        const double tv = key_value(v);
         sum += std::fabs(g) * (tv - t);
-        g = static_cast<double>(Ib + (i - pa)) * ina - static_cast<double>(Jb + (j - pb)) * inb;
         t = tv;
+        g = static_cast<double>(Ib + (i - pa)) * ina - static_cast<double>(Jb + (j - pb)) * inb;
+      };
+      while (i < ea && j < eb) {
+        const K va = sorted_a[i], vb = sorted_b[j];
+        const bool take_a = va <= vb;
+        i += take_a;
+        j += !take_a;
+        step(take_a ? va : vb);
+      }
+      while (i < ea) {
+        ++i;
+        step(sorted_a[i - 1]);
+      }
+      while (j < eb) {
+        ++j;
+        step(sorted_b[j - 1]);
       }
       sum += std::fabs(g) * (edge(b + 1) - t);
       pa = ea;
