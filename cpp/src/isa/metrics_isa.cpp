@@ -234,12 +234,21 @@ void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, st
       mm[2 * j] = ~std::uint64_t{0};
       mm[2 * j + 1] = 0;
     }
-  std::vector<double> tile(dim * kRows);
+  std::vector<double> tile_store(dim * kRows + 8);  // the tile, 64-byte aligned: whole-line vector accesses
+  double* const tile_base =
+      reinterpret_cast<double*>((reinterpret_cast<std::uintptr_t>(tile_store.data()) + 63) & ~std::uintptr_t{63});
   alignas(64) double acc[kDirs][kRows];
   for (std::size_t rb = r0; rb < r1; rb += kRows) {
     const std::size_t m = (r1 - rb < kRows) ? r1 - rb : kRows;
     const std::size_t mp = (m + kLanes - 1) / kLanes * kLanes;  // padded rows (zeros, never stored)
-    double* NFHEP_RESTRICT t = tile.data();
+    double* NFHEP_RESTRICT t = tile_base;
+    // The next tile's rows, requested now: the transposes of a tile come in one burst after ~1.5 us of
+    // arithmetic, too late for the hardware prefetcher alone (single thread, 28 x 28: -6% projection time).
+    if (rb + kRows < r1) {
+      const char* p0 = reinterpret_cast<const char*>(x + (rb + kRows) * dim);
+      const std::size_t nbytes = ((r1 - rb - kRows < kRows) ? r1 - rb - kRows : kRows) * dim * sizeof(T);
+      for (std::size_t o = 0; o < nbytes; o += 64) __builtin_prefetch(p0 + o, 0, 3);
+    }
     if (!transpose_tile(x + rb * dim, dim, m, t))
       for (std::size_t i = 0; i < m; ++i) {
         const T* row = x + (rb + i) * dim;
