@@ -82,15 +82,16 @@ inline __attribute__((always_inline)) void fold_minmax(const double*, std::size_
 
 // Keys of kRows = 32 projections streamed to a 64-byte aligned `out` with non-temporal stores (the
 // projections of a block are far larger than the caches and are read back only later), their range folded
-// into mm[0], mm[1] from the registers. Returns false (nothing done) where that does not apply.
+// lane-wise into the vectors at mmv (mmv[0..8): smallest, mmv[8..16): largest keys seen per lane; 64-byte
+// aligned; reduced once per task by reduce_minmax). Returns false (nothing done) where that does not apply.
 inline __attribute__((always_inline)) bool stream_keys(std::uint64_t* NFHEP_RESTRICT out,
                                                        const double* NFHEP_RESTRICT acc, std::size_t m,
-                                                       std::uint64_t* NFHEP_RESTRICT mm) {
+                                                       std::uint64_t* NFHEP_RESTRICT mmv) {
 #if defined(__AVX512F__)
   if (m != kRows || (reinterpret_cast<std::size_t>(out) & 63) != 0) return false;
   const __m512i sign = _mm512_set1_epi64(static_cast<long long>(std::uint64_t{1} << 63));
   const __m512d zero = _mm512_setzero_pd();
-  __m512i lo = _mm512_set1_epi64(-1), hi = _mm512_setzero_si512();
+  __m512i lo = _mm512_load_si512(mmv), hi = _mm512_load_si512(mmv + 8);
   for (std::size_t v = 0; v < kRows; v += 8) {
     // to_ordered: -0.0 -> +0.0, then flip all bits of negatives, only the sign bit of the rest
     const __m512i u = _mm512_castpd_si512(_mm512_add_pd(_mm512_load_pd(acc + v), zero));
@@ -100,16 +101,42 @@ inline __attribute__((always_inline)) bool stream_keys(std::uint64_t* NFHEP_REST
     hi = _mm512_max_epu64(hi, key);
     _mm512_stream_si512(reinterpret_cast<__m512i*>(out + v), key);
   }
-  const std::uint64_t l = _mm512_reduce_min_epu64(lo), h = _mm512_reduce_max_epu64(hi);
-  mm[0] = l < mm[0] ? l : mm[0];
-  mm[1] = h > mm[1] ? h : mm[1];
+  _mm512_store_si512(mmv, lo);
+  _mm512_store_si512(mmv + 8, hi);
   return true;
 #else
   (void)out;
   (void)acc;
   (void)m;
-  (void)mm;
+  (void)mmv;
   return false;
+#endif
+}
+// Fresh lane-wise range vectors for n directions (see stream_keys), and their reduction into mm.
+inline __attribute__((always_inline)) void init_minmax(std::uint64_t* NFHEP_RESTRICT mmv, std::size_t n) {
+#if defined(__AVX512F__)
+  for (std::size_t j = 0; j < n; ++j) {
+    _mm512_store_si512(mmv + 16 * j, _mm512_set1_epi64(-1));
+    _mm512_store_si512(mmv + 16 * j + 8, _mm512_setzero_si512());
+  }
+#else
+  (void)mmv;
+  (void)n;
+#endif
+}
+inline __attribute__((always_inline)) void reduce_minmax(const std::uint64_t* NFHEP_RESTRICT mmv, std::size_t n,
+                                                         std::uint64_t* NFHEP_RESTRICT mm) {
+#if defined(__AVX512F__)
+  for (std::size_t j = 0; j < n; ++j) {
+    const std::uint64_t l = _mm512_reduce_min_epu64(_mm512_load_si512(mmv + 16 * j));
+    const std::uint64_t h = _mm512_reduce_max_epu64(_mm512_load_si512(mmv + 16 * j + 8));
+    mm[2 * j] = l < mm[2 * j] ? l : mm[2 * j];
+    mm[2 * j + 1] = h > mm[2 * j + 1] ? h : mm[2 * j + 1];
+  }
+#else
+  (void)mmv;
+  (void)n;
+  (void)mm;
 #endif
 }
 inline __attribute__((always_inline)) bool stream_keys(double*, const double*, std::size_t, std::uint64_t*) {
@@ -197,7 +224,7 @@ inline __attribute__((always_inline)) void project_block(const double* NFHEP_RES
                                                          const double* NFHEP_RESTRICT w0,
                                                          double (*NFHEP_RESTRICT acc)[kRows], O* NFHEP_RESTRICT out,
                                                          std::size_t ld, std::uint64_t* NFHEP_RESTRICT mm,
-                                                         bool stream) {
+                                                         std::uint64_t* NFHEP_RESTRICT mmv, bool stream) {
   const double* w[KD];
   for (std::size_t q = 0; q < KD; ++q) w[q] = w0 + q * dim;
   for (std::size_t i0 = 0; i0 < mp; i0 += kLanes) {
@@ -216,7 +243,7 @@ inline __attribute__((always_inline)) void project_block(const double* NFHEP_RES
       for (std::size_t q = 0; q < KD; ++q) storev(&acc[q][i0 + v * kW], a[q][v]);
   }
   for (std::size_t q = 0; q < KD; ++q) {
-    if (stream && mm && stream_keys(out + q * ld, acc[q], m, mm + 2 * q)) continue;
+    if (stream && mm && stream_keys(out + q * ld, acc[q], m, mmv + 16 * q)) continue;
     Store::store(out + q * ld, acc[q], m);
     if (mm) fold_minmax(out + q * ld, m, mm + 2 * q);
   }
@@ -234,9 +261,13 @@ void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, st
       mm[2 * j] = ~std::uint64_t{0};
       mm[2 * j + 1] = 0;
     }
-  std::vector<double> tile_store(dim * kRows + 8);  // the tile, 64-byte aligned: whole-line vector accesses
+  // The tile, 64-byte aligned (whole-line vector accesses), then (streamed keys) the lane-wise key ranges.
+  const std::size_t nmm = (stream && mm) ? 16 * n_dir : 0;
+  std::vector<double> tile_store(dim * kRows + nmm + 8);
   double* const tile_base =
       reinterpret_cast<double*>((reinterpret_cast<std::uintptr_t>(tile_store.data()) + 63) & ~std::uintptr_t{63});
+  std::uint64_t* const mmv = reinterpret_cast<std::uint64_t*>(tile_base + dim * kRows);  // accessed as vectors only
+  if (nmm) init_minmax(mmv, n_dir);
   alignas(64) double acc[kDirs][kRows];
   for (std::size_t rb = r0; rb < r1; rb += kRows) {
     const std::size_t m = (r1 - rb < kRows) ? r1 - rb : kRows;
@@ -261,17 +292,19 @@ void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, st
     std::size_t j = 0;
     for (; j + kDirs <= n_dir; j += kDirs)
       project_block<kDirs, Store>(t, dim, m, mp, dirs + j * dim, acc, out + j * ld + rb, ld, mm ? mm + 2 * j : nullptr,
-                                  stream);
+                                  mmv + 16 * j, stream);
     for (std::size_t kd = kDirs / 2; kd >= 1; kd /= 2) {
       if (j + kd > n_dir) continue;
       O* const o = out + j * ld + rb;
       std::uint64_t* const mj = mm ? mm + 2 * j : nullptr;
-      if (kd == 4) project_block<4, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, stream);
-      else if (kd == 2) project_block<2, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, stream);
-      else project_block<1, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, stream);
+      std::uint64_t* const mv = mmv + 16 * j;
+      if (kd == 4) project_block<4, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, mv, stream);
+      else if (kd == 2) project_block<2, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, mv, stream);
+      else project_block<1, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, mv, stream);
       j += kd;
     }
   }
+  if (nmm) reduce_minmax(mmv, n_dir, mm);
 }
 
 }  // namespace

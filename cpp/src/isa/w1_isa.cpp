@@ -82,9 +82,16 @@ NFHEP_FORCEINLINE std::size_t select_impl(const K* __restrict__ k, std::size_t n
       std::int64_t bi = static_cast<std::int64_t>((value_of(kk[i]) - vlo) * scale);
       b[i] = bi < last ? bi : last;
     }
-    for (std::size_t i = 0; i < m; ++i) {
-      out[p] = kk[i];
-      p += flag[b[i]];
+    const std::size_t ahead = i0 + kChunk < n ? (n - i0 - kChunk < kChunk ? n - i0 - kChunk : kChunk) : 0;
+    const char* next = reinterpret_cast<const char*>(k + i0 + kChunk);
+    constexpr std::size_t kLine = 64 / sizeof(K);
+    for (std::size_t i = 0; i < m; i += kLine) {  // prefetch as in fill_impl
+      if (i < ahead) __builtin_prefetch(next + i * sizeof(K), 0, 3);
+      const std::size_t e = i + kLine < m ? i + kLine : m;
+      for (std::size_t u = i; u < e; ++u) {
+        out[p] = kk[u];
+        p += flag[b[u]];
+      }
     }
   }
   return p;
