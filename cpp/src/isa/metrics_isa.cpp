@@ -218,16 +218,28 @@ inline __attribute__((always_inline)) bool transpose_tile(const T* NFHEP_RESTRIC
 // to mp): KD x kLanes accumulators in registers over the d loop, the sum in the fixed order d = 0..dim-1
 // (w_0 t_0, then + w_d t_d: one FMA per step on the FMA levels), whatever KD is. The m projections of
 // each direction go to out[q * ld], their key range folded into mm[2 q], mm[2 q + 1].
+// Prefetches of the next tile's rows, spread over the register blocks of the current one (a burst of
+// ~100 line requests would wait for free miss buffers).
+struct PrefetchCursor {
+  const char* p;
+  const char* end;
+  inline __attribute__((always_inline)) void issue(std::size_t lines) {
+    for (std::size_t k = 0; k < lines && p < end; ++k, p += 64) __builtin_prefetch(p, 0, 3);
+  }
+};
+
 template <std::size_t KD, class Store, class O>
 inline __attribute__((always_inline)) void project_block(const double* NFHEP_RESTRICT t, std::size_t dim,
                                                          std::size_t m, std::size_t mp,
                                                          const double* NFHEP_RESTRICT w0,
                                                          double (*NFHEP_RESTRICT acc)[kRows], O* NFHEP_RESTRICT out,
                                                          std::size_t ld, std::uint64_t* NFHEP_RESTRICT mm,
-                                                         std::uint64_t* NFHEP_RESTRICT mmv, bool stream) {
+                                                         std::uint64_t* NFHEP_RESTRICT mmv, bool stream,
+                                                         PrefetchCursor& pf) {
   const double* w[KD];
   for (std::size_t q = 0; q < KD; ++q) w[q] = w0 + q * dim;
   for (std::size_t i0 = 0; i0 < mp; i0 += kLanes) {
+    pf.issue(16);
     VN a[KD][kV];
     for (std::size_t v = 0; v < kV; ++v) {
       const VN t0 = loadv(t + i0 + v * kW);
@@ -273,12 +285,13 @@ void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, st
     const std::size_t m = (r1 - rb < kRows) ? r1 - rb : kRows;
     const std::size_t mp = (m + kLanes - 1) / kLanes * kLanes;  // padded rows (zeros, never stored)
     double* NFHEP_RESTRICT t = tile_base;
-    // The next tile's rows, requested now: the transposes of a tile come in one burst after ~1.5 us of
-    // arithmetic, too late for the hardware prefetcher alone (single thread, 28 x 28: -6% projection time).
+    // The next tile's rows are requested during this one's arithmetic (16 lines per register block, the
+    // rest at the end): its transposes come in one burst after ~1.5 us of arithmetic, too late for the
+    // hardware prefetcher alone.
+    PrefetchCursor pf{nullptr, nullptr};
     if (rb + kRows < r1) {
-      const char* p0 = reinterpret_cast<const char*>(x + (rb + kRows) * dim);
-      const std::size_t nbytes = ((r1 - rb - kRows < kRows) ? r1 - rb - kRows : kRows) * dim * sizeof(T);
-      for (std::size_t o = 0; o < nbytes; o += 64) __builtin_prefetch(p0 + o, 0, 3);
+      pf.p = reinterpret_cast<const char*>(x + (rb + kRows) * dim);
+      pf.end = pf.p + ((r1 - rb - kRows < kRows) ? r1 - rb - kRows : kRows) * dim * sizeof(T);
     }
     if (!transpose_tile(x + rb * dim, dim, m, t))
       for (std::size_t i = 0; i < m; ++i) {
@@ -292,17 +305,18 @@ void project_impl(const T* NFHEP_RESTRICT x, std::size_t dim, std::size_t r0, st
     std::size_t j = 0;
     for (; j + kDirs <= n_dir; j += kDirs)
       project_block<kDirs, Store>(t, dim, m, mp, dirs + j * dim, acc, out + j * ld + rb, ld, mm ? mm + 2 * j : nullptr,
-                                  mmv + 16 * j, stream);
+                                  mmv + 16 * j, stream, pf);
     for (std::size_t kd = kDirs / 2; kd >= 1; kd /= 2) {
       if (j + kd > n_dir) continue;
       O* const o = out + j * ld + rb;
       std::uint64_t* const mj = mm ? mm + 2 * j : nullptr;
       std::uint64_t* const mv = mmv + 16 * j;
-      if (kd == 4) project_block<4, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, mv, stream);
-      else if (kd == 2) project_block<2, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, mv, stream);
-      else project_block<1, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, mv, stream);
+      if (kd == 4) project_block<4, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, mv, stream, pf);
+      else if (kd == 2) project_block<2, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, mv, stream, pf);
+      else project_block<1, Store>(t, dim, m, mp, dirs + j * dim, acc, o, ld, mj, mv, stream, pf);
       j += kd;
     }
+    pf.issue(~std::size_t{0});
   }
   if (nmm) reduce_minmax(mmv, n_dir, mm);
 }
