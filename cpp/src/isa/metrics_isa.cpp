@@ -224,7 +224,9 @@ struct PrefetchCursor {
   const char* p;
   const char* end;
   inline __attribute__((always_inline)) void issue(std::size_t lines) {
-    for (std::size_t k = 0; k < lines && p < end; ++k, p += 64) __builtin_prefetch(p, 0, 3);
+    // to L2 (T1): measured ~4% faster than into L1 here, which competes with the tile and the keys'
+    // write-combining for the L1 miss buffers
+    for (std::size_t k = 0; k < lines && p < end; ++k, p += 64) __builtin_prefetch(p, 0, 2);
   }
 };
 
