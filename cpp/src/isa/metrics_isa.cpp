@@ -214,10 +214,6 @@ inline __attribute__((always_inline)) bool transpose_tile(const T* NFHEP_RESTRIC
 #endif
 }
 
-// KD directions (w: their rows of `dirs`) against the transposed tile t (dim x kRows, rows padded with zeros
-// to mp): KD x kLanes accumulators in registers over the d loop, the sum in the fixed order d = 0..dim-1
-// (w_0 t_0, then + w_d t_d: one FMA per step on the FMA levels), whatever KD is. The m projections of
-// each direction go to out[q * ld], their key range folded into mm[2 q], mm[2 q + 1].
 // Prefetches of the next tile's rows, spread over the register blocks of the current one (a burst of
 // ~100 line requests would wait for free miss buffers).
 struct PrefetchCursor {
@@ -230,6 +226,12 @@ struct PrefetchCursor {
   }
 };
 
+// KD directions (w: their rows of `dirs`) against the transposed tile t (dim x kRows, rows padded with zeros
+// to mp): KD x kLanes accumulators in registers over the d loop, the sum in the fixed order d = 0..dim-1
+// (w_0 t_0, then + w_d t_d: one FMA per step on the FMA levels), whatever KD is. The m projections of
+// each direction go to out[q * ld]; their key range is folded into mm[2 q], mm[2 q + 1], or, for keys
+// streamed by stream_keys, lane-wise into mmv[16 q ..] (reduced by the caller). Issues 16 of the next
+// tile's prefetches (pf) per register block.
 template <std::size_t KD, class Store, class O>
 inline __attribute__((always_inline)) void project_block(const double* NFHEP_RESTRICT t, std::size_t dim,
                                                          std::size_t m, std::size_t mp,
