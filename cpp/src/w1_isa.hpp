@@ -14,15 +14,29 @@
 // Smallest and largest key of k[0..n), n >= 1.
 NFHEP_DECLARE_ISA(void keys_minmax(const std::uint64_t* k, std::size_t n, std::uint64_t* lo, std::uint64_t* hi))
 NFHEP_DECLARE_ISA(void keys_minmax(const std::uint32_t* k, std::size_t n, std::uint32_t* lo, std::uint32_t* hi))
-// bins[2 b] += v - c_b and bins[2 b + 1] += 1 for every value, in input order.
-NFHEP_DECLARE_ISA(void w1_fill(const std::uint64_t* k, std::size_t n, double vlo, double scale, double width,
-                               std::int64_t last, double* bins))
-NFHEP_DECLARE_ISA(void w1_fill(const std::uint32_t* k, std::size_t n, double vlo, double scale, double width,
-                               std::int64_t last, double* bins))
-// Copy the keys whose bucket is flagged (flag[b] = 1) to out, in input order; returns how many. `out` must
-// have room for that count plus 8 (the copy is branch-free and writes whole vectors ahead), and `flag`
-// 8 bytes of zero padding past the last bucket (read by the AVX-512 gather).
-NFHEP_DECLARE_ISA(std::size_t w1_select(const std::uint64_t* k, std::size_t n, double vlo, double scale,
-                                        std::int64_t last, const std::uint8_t* flag, std::uint64_t* out))
-NFHEP_DECLARE_ISA(std::size_t w1_select(const std::uint32_t* k, std::size_t n, double vlo, double scale,
-                                        std::int64_t last, const std::uint8_t* flag, std::uint32_t* out))
+namespace nfhep::detail {
+// Bucket codes of w1_select_sum (one byte per bucket; 0: no value of either sample lies in the bucket).
+// (Packed to 2 bits per bucket, a 16 KiB table, the pass was no faster.)
+constexpr std::uint8_t kW1CodeNonneg = 1;  // G >= 0 over the bucket: its offsets add to sums[0]
+constexpr std::uint8_t kW1CodeNonpos = 2;  // G <= 0 over the bucket: its offsets add to sums[1]
+constexpr std::uint8_t kW1CodeWalk = 4;    // G may change sign: the bucket's keys are selected
+}  // namespace nfhep::detail
+
+// ++counts[b] for every value.
+NFHEP_DECLARE_ISA(void w1_count(const std::uint64_t* k, std::size_t n, double vlo, double scale, std::int64_t last,
+                                std::uint32_t* counts))
+NFHEP_DECLARE_ISA(void w1_count(const std::uint32_t* k, std::size_t n, double vlo, double scale, std::int64_t last,
+                                std::uint32_t* counts))
+// One pass over the keys, by the code of each value's bucket: copies the keys of kW1CodeWalk buckets to out,
+// in input order (returns how many), and sums the offsets v - c_b of the values in kW1CodeNonneg buckets
+// into sums[0], of those in kW1CodeNonpos buckets into sums[1]. The sums run in 8 lanes (value i in lane
+// i % 8), restarted per chunk of 512 values and added to lane totals, which are summed in a fixed order:
+// the same additions on every level. `out` must have room for the count plus 8 (the copy is branch-free
+// and writes whole vectors ahead), and `code` 8 bytes of zero padding past the last bucket (read by the
+// AVX-512 gather).
+NFHEP_DECLARE_ISA(std::size_t w1_select_sum(const std::uint64_t* k, std::size_t n, double vlo, double scale,
+                                            double width, std::int64_t last, const std::uint8_t* code,
+                                            std::uint64_t* out, double* sums))
+NFHEP_DECLARE_ISA(std::size_t w1_select_sum(const std::uint32_t* k, std::size_t n, double vlo, double scale,
+                                            double width, std::int64_t last, const std::uint8_t* code,
+                                            std::uint32_t* out, double* sums))

@@ -35,8 +35,6 @@ NFHEP_FORCEINLINE void minmax_impl(const K* __restrict__ k, std::size_t n, K* lo
   *hi = h;
 }
 
-typedef double V2 __attribute__((vector_size(16)));
-
 // The scalar second loop of a chunk (k[i0, i0 + m), m <= kChunk): body(u) for u = 0..m-1, prefetching the
 // next chunk's keys meanwhile, one line per line's worth of updates. That loop issues no loads of k, so
 // without this the hardware prefetcher stops and the next chunk's vector loop stalls on memory (perf:
@@ -55,10 +53,37 @@ NFHEP_FORCEINLINE void scalar_loop_prefetching(const K* __restrict__ k, std::siz
 }
 
 template <class K>
-NFHEP_FORCEINLINE void fill_impl(const K* __restrict__ k, std::size_t n, double vlo, double scale, double width,
-                           std::int64_t last, double* __restrict__ bins) {
+NFHEP_FORCEINLINE void count_impl(const K* __restrict__ k, std::size_t n, double vlo, double scale, std::int64_t last,
+                                  std::uint32_t* __restrict__ counts) {
+  alignas(64) std::int64_t b[kChunk];
+  for (std::size_t i0 = 0; i0 < n; i0 += kChunk) {
+    const std::size_t m = n - i0 < kChunk ? n - i0 : kChunk;
+    const K* __restrict__ kk = k + i0;
+    for (std::size_t i = 0; i < m; ++i) {
+      std::int64_t bi = static_cast<std::int64_t>((value_of(kk[i]) - vlo) * scale);
+      b[i] = bi < last ? bi : last;
+    }
+    scalar_loop_prefetching(k, n, i0, m, [&](std::size_t u) { ++counts[b[u]]; });
+  }
+}
+
+// The fixed-order sum of the 8 lane totals (the same on every level).
+NFHEP_FORCEINLINE double reduce8(const double* t) {
+  return ((t[0] + t[4]) + (t[2] + t[6])) + ((t[1] + t[5]) + (t[3] + t[7]));
+}
+
+// Selection and signed offset sums, portable: value i of a chunk adds to lane i % 8 of the chunk's sums,
+// which are added to the lane totals at the end of the chunk (as the AVX-512 loop below; chunks start at
+// multiples of kChunk, a multiple of 8).
+template <class K>
+NFHEP_FORCEINLINE std::size_t select_sum_impl(const K* __restrict__ k, std::size_t n, double vlo, double scale,
+                                              double width, std::int64_t last, const std::uint8_t* __restrict__ code,
+                                              K* __restrict__ out, double* sums) {
   alignas(64) std::int64_t b[kChunk];
   alignas(64) double d[kChunk];
+  alignas(64) std::uint8_t c[kChunk];
+  alignas(64) double tp[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tn[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::size_t p = 0;
   for (std::size_t i0 = 0; i0 < n; i0 += kChunk) {
     const std::size_t m = n - i0 < kChunk ? n - i0 : kChunk;
     const K* __restrict__ kk = k + i0;
@@ -70,68 +95,83 @@ NFHEP_FORCEINLINE void fill_impl(const K* __restrict__ k, std::size_t n, double 
       d[i] = v - (vlo + static_cast<double>(bi) * width);
     }
     scalar_loop_prefetching(k, n, i0, m, [&](std::size_t u) {
-      V2* q = reinterpret_cast<V2*>(bins) + b[u];
-      const V2 add = {d[u], 1.0};
-      *q = *q + add;
-    });
-  }
-}
-
-template <class K>
-NFHEP_FORCEINLINE std::size_t select_impl(const K* __restrict__ k, std::size_t n, double vlo, double scale,
-                                    std::int64_t last, const std::uint8_t* __restrict__ flag,
-                                    K* __restrict__ out) {
-  alignas(64) std::int64_t b[kChunk];
-  std::size_t p = 0;
-  for (std::size_t i0 = 0; i0 < n; i0 += kChunk) {
-    const std::size_t m = n - i0 < kChunk ? n - i0 : kChunk;
-    const K* __restrict__ kk = k + i0;
-    for (std::size_t i = 0; i < m; ++i) {
-      std::int64_t bi = static_cast<std::int64_t>((value_of(kk[i]) - vlo) * scale);
-      b[i] = bi < last ? bi : last;
-    }
-    scalar_loop_prefetching(k, n, i0, m, [&](std::size_t u) {
+      const std::uint8_t cu = code[b[u]];
+      c[u] = cu;
       out[p] = kk[u];
-      p += flag[b[u]];
+      p += cu >> 2;
     });
+    alignas(64) double ap[8] = {0, 0, 0, 0, 0, 0, 0, 0}, an[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    std::size_t u = 0;
+    for (; u + 8 <= m; u += 8)
+      for (std::size_t l = 0; l < 8; ++l) {
+        ap[l] += c[u + l] == kW1CodeNonneg ? d[u + l] : 0.0;  // + 0.0: as a masked-off lane (never -0.0)
+        an[l] += c[u + l] == kW1CodeNonpos ? d[u + l] : 0.0;
+      }
+    for (std::size_t l = 0; u + l < m; ++l) {
+      ap[l] += c[u + l] == kW1CodeNonneg ? d[u + l] : 0.0;
+      an[l] += c[u + l] == kW1CodeNonpos ? d[u + l] : 0.0;
+    }
+    for (std::size_t l = 0; l < 8; ++l) {
+      tp[l] += ap[l];
+      tn[l] += an[l];
+    }
   }
+  sums[0] = reduce8(tp);
+  sums[1] = reduce8(tn);
   return p;
 }
 
 #if defined(__AVX512F__)
-// AVX-512 selection of 64-bit keys: 8 bucket indices per vector, their flags fetched with one gather (8
-// bytes read at flag + b: the flag array has 7 bytes of padding), the selected keys compressed in a
-// register and stored as a whole vector (out needs 8 slots of room past the count).
-NFHEP_FORCEINLINE std::size_t select_avx512(const std::uint64_t* __restrict__ k, std::size_t n, double vlo, double scale,
-                                      std::int64_t last, const std::uint8_t* __restrict__ flag,
-                                      std::uint64_t* __restrict__ out) {
+// AVX-512 selection and sums for 64-bit keys: 8 bucket indices per vector, their codes fetched with one
+// gather (8 bytes read at code + b: the code array has 7 bytes of padding), the selected keys compressed
+// in a register and stored as a whole vector (out needs 8 slots of room past the count), the offsets
+// added to the lane sums under masks.
+NFHEP_FORCEINLINE std::size_t select_sum_avx512(const std::uint64_t* __restrict__ k, std::size_t n, double vlo,
+                                                double scale, double width, std::int64_t last,
+                                                const std::uint8_t* __restrict__ code, std::uint64_t* __restrict__ out,
+                                                double* sums) {
   const __m512i sign = _mm512_set1_epi64(static_cast<long long>(std::uint64_t{1} << 63));
   const __m512i one = _mm512_set1_epi64(1);
   const __m512i lastv = _mm512_set1_epi64(last);
   const __m512i low = _mm512_set1_epi64(0xFF);
+  const __m512i nonneg = _mm512_set1_epi64(kW1CodeNonneg);
+  const __m512i nonpos = _mm512_set1_epi64(kW1CodeNonpos);
+  const __m512i selbit = _mm512_set1_epi64(kW1CodeWalk);
   const __m512d vlov = _mm512_set1_pd(vlo);
   const __m512d scalev = _mm512_set1_pd(scale);
-  std::size_t p = 0, i = 0;
+  const __m512d widthv = _mm512_set1_pd(width);
+  __m512d tp = _mm512_setzero_pd(), tn = _mm512_setzero_pd();
+  std::size_t p = 0;
   constexpr std::size_t kAhead = 256;  // keys (2 KiB) prefetched ahead: the loads were the stall (perf)
-  for (; i + 8 <= n; i += 8) {
-    if (i + kAhead < n) __builtin_prefetch(k + i + kAhead, 0, 3);
-    const __m512i kk = _mm512_loadu_si512(reinterpret_cast<const void*>(k + i));
-    // value bits: k ^ (((k >> 63) - 1) | sign), as value_of()
-    const __m512i mask = _mm512_or_si512(_mm512_sub_epi64(_mm512_srli_epi64(kk, 63), one), sign);
-    const __m512d v = _mm512_castsi512_pd(_mm512_xor_si512(kk, mask));
-    __m512i b = _mm512_cvttpd_epi64(_mm512_mul_pd(_mm512_sub_pd(v, vlov), scalev));
-    b = _mm512_min_epi64(b, lastv);
-    const __m512i f = _mm512_and_si512(_mm512_i64gather_epi64(b, reinterpret_cast<const void*>(flag), 1), low);
-    const __mmask8 m = _mm512_test_epi64_mask(f, f);
-    _mm512_storeu_si512(reinterpret_cast<void*>(out + p), _mm512_maskz_compress_epi64(m, kk));
-    p += static_cast<std::size_t>(__builtin_popcount(static_cast<unsigned>(m)));
+  for (std::size_t i0 = 0; i0 < n; i0 += kChunk) {
+    const std::size_t e = n - i0 < kChunk ? n : i0 + kChunk;
+    __m512d ap = _mm512_setzero_pd(), an = _mm512_setzero_pd();
+    for (std::size_t i = i0; i < e; i += 8) {
+      if (i + kAhead < n) __builtin_prefetch(k + i + kAhead, 0, 3);
+      const __mmask8 valid = e - i >= 8 ? __mmask8(0xFF) : static_cast<__mmask8>((1u << (e - i)) - 1u);
+      const __m512i kk = _mm512_maskz_loadu_epi64(valid, reinterpret_cast<const void*>(k + i));
+      // value bits: k ^ (((k >> 63) - 1) | sign), as value_of()
+      const __m512i mask = _mm512_or_si512(_mm512_sub_epi64(_mm512_srli_epi64(kk, 63), one), sign);
+      const __m512d v = _mm512_castsi512_pd(_mm512_xor_si512(kk, mask));
+      __m512i b = _mm512_cvttpd_epi64(_mm512_mul_pd(_mm512_sub_pd(v, vlov), scalev));
+      b = _mm512_min_epi64(b, lastv);
+      const __m512d d = _mm512_sub_pd(v, _mm512_add_pd(vlov, _mm512_mul_pd(_mm512_cvtepi64_pd(b), widthv)));
+      const __m512i f =
+          _mm512_and_si512(_mm512_mask_i64gather_epi64(_mm512_setzero_si512(), valid, b, code, 1), low);
+      const __mmask8 ms = _mm512_test_epi64_mask(f, selbit);
+      ap = _mm512_mask_add_pd(ap, _mm512_cmpeq_epi64_mask(f, nonneg), ap, d);
+      an = _mm512_mask_add_pd(an, _mm512_cmpeq_epi64_mask(f, nonpos), an, d);
+      _mm512_storeu_si512(reinterpret_cast<void*>(out + p), _mm512_maskz_compress_epi64(ms, kk));
+      p += static_cast<std::size_t>(__builtin_popcount(static_cast<unsigned>(ms)));
+    }
+    tp = _mm512_add_pd(tp, ap);
+    tn = _mm512_add_pd(tn, an);
   }
-  for (; i < n; ++i) {
-    std::int64_t bi = static_cast<std::int64_t>((value_of(k[i]) - vlo) * scale);
-    bi = bi < last ? bi : last;
-    out[p] = k[i];
-    p += flag[bi];
-  }
+  alignas(64) double t[8];
+  _mm512_store_pd(t, tp);
+  sums[0] = reduce8(t);
+  _mm512_store_pd(t, tn);
+  sums[1] = reduce8(t);
   return p;
 }
 #endif
@@ -144,25 +184,25 @@ void keys_minmax(const std::uint64_t* k, std::size_t n, std::uint64_t* lo, std::
 void keys_minmax(const std::uint32_t* k, std::size_t n, std::uint32_t* lo, std::uint32_t* hi) {
   minmax_impl(k, n, lo, hi);
 }
-void w1_fill(const std::uint64_t* k, std::size_t n, double vlo, double scale, double width, std::int64_t last,
-             double* bins) {
-  fill_impl(k, n, vlo, scale, width, last, bins);
+void w1_count(const std::uint64_t* k, std::size_t n, double vlo, double scale, std::int64_t last,
+              std::uint32_t* counts) {
+  count_impl(k, n, vlo, scale, last, counts);
 }
-void w1_fill(const std::uint32_t* k, std::size_t n, double vlo, double scale, double width, std::int64_t last,
-             double* bins) {
-  fill_impl(k, n, vlo, scale, width, last, bins);
+void w1_count(const std::uint32_t* k, std::size_t n, double vlo, double scale, std::int64_t last,
+              std::uint32_t* counts) {
+  count_impl(k, n, vlo, scale, last, counts);
 }
-std::size_t w1_select(const std::uint64_t* k, std::size_t n, double vlo, double scale, std::int64_t last,
-                      const std::uint8_t* flag, std::uint64_t* out) {
+std::size_t w1_select_sum(const std::uint64_t* k, std::size_t n, double vlo, double scale, double width,
+                          std::int64_t last, const std::uint8_t* code, std::uint64_t* out, double* sums) {
 #if defined(__AVX512F__)
-  return select_avx512(k, n, vlo, scale, last, flag, out);
+  return select_sum_avx512(k, n, vlo, scale, width, last, code, out, sums);
 #else
-  return select_impl(k, n, vlo, scale, last, flag, out);
+  return select_sum_impl(k, n, vlo, scale, width, last, code, out, sums);
 #endif
 }
-std::size_t w1_select(const std::uint32_t* k, std::size_t n, double vlo, double scale, std::int64_t last,
-                      const std::uint8_t* flag, std::uint32_t* out) {
-  return select_impl(k, n, vlo, scale, last, flag, out);
+std::size_t w1_select_sum(const std::uint32_t* k, std::size_t n, double vlo, double scale, double width,
+                          std::int64_t last, const std::uint8_t* code, std::uint32_t* out, double* sums) {
+  return select_sum_impl(k, n, vlo, scale, width, last, code, out, sums);
 }
 
 }  // namespace nfhep::detail::NFHEP_ISA_NS
