@@ -665,9 +665,9 @@ void w1_count_dispatch(const K* k, std::size_t n, double vlo, double scale, std:
   NFHEP_DISPATCH(w1_count, k, n, vlo, scale, last, counts);
 }
 template <class K>
-std::size_t w1_select_sum_dispatch(const K* k, std::size_t n, double vlo, double scale, double width,
-                                   std::int64_t last, const std::uint8_t* code, K* out, double* sums) {
-  NFHEP_DISPATCH(w1_select_sum, k, n, vlo, scale, width, last, code, out, sums);
+double w1_select_sum_dispatch(const K* k, std::size_t n, double vlo, double scale, double width, std::int64_t last,
+                              const std::uint8_t* code, K* out, std::size_t* count) {
+  NFHEP_DISPATCH(w1_select_sum, k, n, vlo, scale, width, last, code, out, count);
 }
 
 /// Unweighted W1 of one pair of columns (or projections) without sorting them whole.
@@ -767,10 +767,11 @@ double w1_bucketed(K* ka, std::size_t na_, K* kb, std::size_t nb_, Work<K>& wk, 
   std::vector<K>& sb = wk.sy;
   if (sa.size() < sel_a + 8) sa.resize(sel_a + 8);  // + 8: room for the selection's vector stores
   if (sb.size() < sel_b + 8) sb.resize(sel_b + 8);
-  double sums_a[2], sums_b[2];  // offset sums over the buckets where G >= 0, G <= 0
-  w1_select_sum_dispatch<K>(ka, na_, vlo, scale, width, last, code.data(), sa.data(), sums_a);
-  w1_select_sum_dispatch<K>(kb, nb_, vlo, scale, width, last, code.data(), sb.data(), sums_b);
-  sum += (sums_b[0] - sums_b[1]) * inb - (sums_a[0] - sums_a[1]) * ina;
+  std::size_t got_a = 0, got_b = 0;  // offset sums: + over the buckets where G >= 0, - where G <= 0
+  const double off_a = w1_select_sum_dispatch<K>(ka, na_, vlo, scale, width, last, code.data(), sa.data(), &got_a);
+  const double off_b = w1_select_sum_dispatch<K>(kb, nb_, vlo, scale, width, last, code.data(), sb.data(), &got_b);
+  if (got_a != sel_a || got_b != sel_b) throw std::logic_error("w1_bucketed: the selection disagrees with the counts");
+  sum += off_b * inb - off_a * ina;
   if (sel_a + sel_b > 0) {
     sort_keys<K>(sa.data(), wk.ky2, sel_a, nullptr, nullptr, nullptr);  // without payload: in place
     sort_keys<K>(sb.data(), wk.ky2, sel_b, nullptr, nullptr, nullptr);

@@ -17,8 +17,8 @@ NFHEP_DECLARE_ISA(void keys_minmax(const std::uint32_t* k, std::size_t n, std::u
 namespace nfhep::detail {
 // Bucket codes of w1_select_sum (one byte per bucket; 0: no value of either sample lies in the bucket).
 // (Packed to 2 bits per bucket, a 16 KiB table, the pass was no faster.)
-constexpr std::uint8_t kW1CodeNonneg = 1;  // G >= 0 over the bucket: its offsets add to sums[0]
-constexpr std::uint8_t kW1CodeNonpos = 2;  // G <= 0 over the bucket: its offsets add to sums[1]
+constexpr std::uint8_t kW1CodeNonneg = 1;  // G >= 0 over the bucket: its offsets are added
+constexpr std::uint8_t kW1CodeNonpos = 2;  // G <= 0 over the bucket: its offsets are subtracted
 constexpr std::uint8_t kW1CodeWalk = 4;    // G may change sign: the bucket's keys are selected
 }  // namespace nfhep::detail
 
@@ -28,15 +28,15 @@ NFHEP_DECLARE_ISA(void w1_count(const std::uint64_t* k, std::size_t n, double vl
 NFHEP_DECLARE_ISA(void w1_count(const std::uint32_t* k, std::size_t n, double vlo, double scale, std::int64_t last,
                                 std::uint32_t* counts))
 // One pass over the keys, by the code of each value's bucket: copies the keys of kW1CodeWalk buckets to out,
-// in input order (returns how many), and sums the offsets v - c_b of the values in kW1CodeNonneg buckets
-// into sums[0], of those in kW1CodeNonpos buckets into sums[1]. The sums run in 8 lanes (value i in lane
-// i % 8), restarted per chunk of 512 values and added to lane totals, which are summed in a fixed order:
-// the same additions on every level. `out` must have room for the count plus 8 (the copy is branch-free
-// and writes whole vectors ahead), and `code` 8 bytes of zero padding past the last bucket (read by the
-// AVX-512 gather).
-NFHEP_DECLARE_ISA(std::size_t w1_select_sum(const std::uint64_t* k, std::size_t n, double vlo, double scale,
-                                            double width, std::int64_t last, const std::uint8_t* code,
-                                            std::uint64_t* out, double* sums))
-NFHEP_DECLARE_ISA(std::size_t w1_select_sum(const std::uint32_t* k, std::size_t n, double vlo, double scale,
-                                            double width, std::int64_t last, const std::uint8_t* code,
-                                            std::uint32_t* out, double* sums))
+// in input order (their number to *count), and returns the sum of the offsets v - c_b of the values in
+// kW1CodeNonneg buckets minus that of the values in kW1CodeNonpos buckets. The sum runs in 8 lanes (value
+// i in lane i % 8), restarted per chunk of 512 values and added to lane totals, which are summed in a
+// fixed order: the same additions on every level. `out` must have room for the count plus 8 (the copy is
+// branch-free and writes whole vectors ahead), and `code` 8 bytes of zero padding past the last bucket
+// (read by the AVX-512 gather).
+NFHEP_DECLARE_ISA(double w1_select_sum(const std::uint64_t* k, std::size_t n, double vlo, double scale, double width,
+                                       std::int64_t last, const std::uint8_t* code, std::uint64_t* out,
+                                       std::size_t* count))
+NFHEP_DECLARE_ISA(double w1_select_sum(const std::uint32_t* k, std::size_t n, double vlo, double scale, double width,
+                                       std::int64_t last, const std::uint8_t* code, std::uint32_t* out,
+                                       std::size_t* count))

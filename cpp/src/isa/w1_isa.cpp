@@ -72,17 +72,22 @@ NFHEP_FORCEINLINE double reduce8(const double* t) {
   return ((t[0] + t[4]) + (t[2] + t[6])) + ((t[1] + t[5]) + (t[3] + t[7]));
 }
 
-// Selection and signed offset sums, portable: value i of a chunk adds to lane i % 8 of the chunk's sums,
-// which are added to the lane totals at the end of the chunk (as the AVX-512 loop below; chunks start at
+// Selection and signed offset sums, portable: value i of a chunk adds +d, -d or +-0.0 (the same as no
+// addition: a lane sum starts at +0.0 and never becomes -0.0) to lane i % 8 of the chunk's sums, which
+// are added to the lane totals at the end of the chunk (as the AVX-512 loop below; chunks start at
 // multiples of kChunk, a multiple of 8).
+// The factor of a value's offset by its bucket's code (0: empty or walked bucket; the product +-0.0 adds
+// nothing, as the lane sums are never -0.0).
+alignas(64) constexpr double kSign[8] = {0.0, 1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+static_assert(kW1CodeNonneg == 1 && kW1CodeNonpos == 2 && kW1CodeWalk == 4, "kSign is indexed by the codes");
+
 template <class K>
-NFHEP_FORCEINLINE std::size_t select_sum_impl(const K* __restrict__ k, std::size_t n, double vlo, double scale,
-                                              double width, std::int64_t last, const std::uint8_t* __restrict__ code,
-                                              K* __restrict__ out, double* sums) {
+NFHEP_FORCEINLINE double select_sum_impl(const K* __restrict__ k, std::size_t n, double vlo, double scale,
+                                         double width, std::int64_t last, const std::uint8_t* __restrict__ code,
+                                         K* __restrict__ out, std::size_t* count) {
   alignas(64) std::int64_t b[kChunk];
-  alignas(64) double d[kChunk];
-  alignas(64) std::uint8_t c[kChunk];
-  alignas(64) double tp[8] = {0, 0, 0, 0, 0, 0, 0, 0}, tn[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  alignas(64) double d[kChunk + 8];
+  alignas(64) double tot[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   std::size_t p = 0;
   for (std::size_t i0 = 0; i0 < n; i0 += kChunk) {
     const std::size_t m = n - i0 < kChunk ? n - i0 : kChunk;
@@ -96,29 +101,18 @@ NFHEP_FORCEINLINE std::size_t select_sum_impl(const K* __restrict__ k, std::size
     }
     scalar_loop_prefetching(k, n, i0, m, [&](std::size_t u) {
       const std::uint8_t cu = code[b[u]];
-      c[u] = cu;
+      d[u] *= kSign[cu];  // a multiplication, not a branch: the codes of consecutive values are random
       out[p] = kk[u];
       p += cu >> 2;
     });
-    alignas(64) double ap[8] = {0, 0, 0, 0, 0, 0, 0, 0}, an[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    std::size_t u = 0;
-    for (; u + 8 <= m; u += 8)
-      for (std::size_t l = 0; l < 8; ++l) {
-        ap[l] += c[u + l] == kW1CodeNonneg ? d[u + l] : 0.0;  // + 0.0: as a masked-off lane (never -0.0)
-        an[l] += c[u + l] == kW1CodeNonpos ? d[u + l] : 0.0;
-      }
-    for (std::size_t l = 0; u + l < m; ++l) {
-      ap[l] += c[u + l] == kW1CodeNonneg ? d[u + l] : 0.0;
-      an[l] += c[u + l] == kW1CodeNonpos ? d[u + l] : 0.0;
-    }
-    for (std::size_t l = 0; l < 8; ++l) {
-      tp[l] += ap[l];
-      tn[l] += an[l];
-    }
+    for (std::size_t u = m; u < m + 8; ++u) d[u] = 0.0;  // the last vector's missing values
+    alignas(64) double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (std::size_t u = 0; u < m; u += 8)
+      for (std::size_t l = 0; l < 8; ++l) acc[l] += d[u + l];
+    for (std::size_t l = 0; l < 8; ++l) tot[l] += acc[l];
   }
-  sums[0] = reduce8(tp);
-  sums[1] = reduce8(tn);
-  return p;
+  *count = p;
+  return reduce8(tot);
 }
 
 #if defined(__AVX512F__)
@@ -126,10 +120,10 @@ NFHEP_FORCEINLINE std::size_t select_sum_impl(const K* __restrict__ k, std::size
 // gather (8 bytes read at code + b: the code array has 7 bytes of padding), the selected keys compressed
 // in a register and stored as a whole vector (out needs 8 slots of room past the count), the offsets
 // added to the lane sums under masks.
-NFHEP_FORCEINLINE std::size_t select_sum_avx512(const std::uint64_t* __restrict__ k, std::size_t n, double vlo,
-                                                double scale, double width, std::int64_t last,
-                                                const std::uint8_t* __restrict__ code, std::uint64_t* __restrict__ out,
-                                                double* sums) {
+NFHEP_FORCEINLINE double select_sum_avx512(const std::uint64_t* __restrict__ k, std::size_t n, double vlo,
+                                           double scale, double width, std::int64_t last,
+                                           const std::uint8_t* __restrict__ code, std::uint64_t* __restrict__ out,
+                                           std::size_t* count) {
   const __m512i sign = _mm512_set1_epi64(static_cast<long long>(std::uint64_t{1} << 63));
   const __m512i one = _mm512_set1_epi64(1);
   const __m512i lastv = _mm512_set1_epi64(last);
@@ -140,12 +134,12 @@ NFHEP_FORCEINLINE std::size_t select_sum_avx512(const std::uint64_t* __restrict_
   const __m512d vlov = _mm512_set1_pd(vlo);
   const __m512d scalev = _mm512_set1_pd(scale);
   const __m512d widthv = _mm512_set1_pd(width);
-  __m512d tp = _mm512_setzero_pd(), tn = _mm512_setzero_pd();
+  __m512d tot = _mm512_setzero_pd();
   std::size_t p = 0;
   constexpr std::size_t kAhead = 256;  // keys (2 KiB) prefetched ahead: the loads were the stall (perf)
   for (std::size_t i0 = 0; i0 < n; i0 += kChunk) {
     const std::size_t e = n - i0 < kChunk ? n : i0 + kChunk;
-    __m512d ap = _mm512_setzero_pd(), an = _mm512_setzero_pd();
+    __m512d acc = _mm512_setzero_pd();
     for (std::size_t i = i0; i < e; i += 8) {
       if (i + kAhead < n) __builtin_prefetch(k + i + kAhead, 0, 3);
       const __mmask8 valid = e - i >= 8 ? __mmask8(0xFF) : static_cast<__mmask8>((1u << (e - i)) - 1u);
@@ -159,20 +153,18 @@ NFHEP_FORCEINLINE std::size_t select_sum_avx512(const std::uint64_t* __restrict_
       const __m512i f =
           _mm512_and_si512(_mm512_mask_i64gather_epi64(_mm512_setzero_si512(), valid, b, code, 1), low);
       const __mmask8 ms = _mm512_test_epi64_mask(f, selbit);
-      ap = _mm512_mask_add_pd(ap, _mm512_cmpeq_epi64_mask(f, nonneg), ap, d);
-      an = _mm512_mask_add_pd(an, _mm512_cmpeq_epi64_mask(f, nonpos), an, d);
+      const __mmask8 mp = _mm512_cmpeq_epi64_mask(f, nonneg), mn = _mm512_cmpeq_epi64_mask(f, nonpos);
+      const __m512d sd = _mm512_mask_sub_pd(d, mn, _mm512_setzero_pd(), d);  // -d where G <= 0 (0 - d: exact)
+      acc = _mm512_mask_add_pd(acc, mp | mn, acc, sd);
       _mm512_storeu_si512(reinterpret_cast<void*>(out + p), _mm512_maskz_compress_epi64(ms, kk));
       p += static_cast<std::size_t>(__builtin_popcount(static_cast<unsigned>(ms)));
     }
-    tp = _mm512_add_pd(tp, ap);
-    tn = _mm512_add_pd(tn, an);
+    tot = _mm512_add_pd(tot, acc);
   }
   alignas(64) double t[8];
-  _mm512_store_pd(t, tp);
-  sums[0] = reduce8(t);
-  _mm512_store_pd(t, tn);
-  sums[1] = reduce8(t);
-  return p;
+  _mm512_store_pd(t, tot);
+  *count = p;
+  return reduce8(t);
 }
 #endif
 
@@ -192,17 +184,17 @@ void w1_count(const std::uint32_t* k, std::size_t n, double vlo, double scale, s
               std::uint32_t* counts) {
   count_impl(k, n, vlo, scale, last, counts);
 }
-std::size_t w1_select_sum(const std::uint64_t* k, std::size_t n, double vlo, double scale, double width,
-                          std::int64_t last, const std::uint8_t* code, std::uint64_t* out, double* sums) {
+double w1_select_sum(const std::uint64_t* k, std::size_t n, double vlo, double scale, double width, std::int64_t last,
+                     const std::uint8_t* code, std::uint64_t* out, std::size_t* count) {
 #if defined(__AVX512F__)
-  return select_sum_avx512(k, n, vlo, scale, width, last, code, out, sums);
+  return select_sum_avx512(k, n, vlo, scale, width, last, code, out, count);
 #else
-  return select_sum_impl(k, n, vlo, scale, width, last, code, out, sums);
+  return select_sum_impl(k, n, vlo, scale, width, last, code, out, count);
 #endif
 }
-std::size_t w1_select_sum(const std::uint32_t* k, std::size_t n, double vlo, double scale, double width,
-                          std::int64_t last, const std::uint8_t* code, std::uint32_t* out, double* sums) {
-  return select_sum_impl(k, n, vlo, scale, width, last, code, out, sums);
+double w1_select_sum(const std::uint32_t* k, std::size_t n, double vlo, double scale, double width, std::int64_t last,
+                     const std::uint8_t* code, std::uint32_t* out, std::size_t* count) {
+  return select_sum_impl(k, n, vlo, scale, width, last, code, out, count);
 }
 
 }  // namespace nfhep::detail::NFHEP_ISA_NS
