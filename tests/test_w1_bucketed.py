@@ -136,20 +136,26 @@ def test_swd_large_projection_buffers_match_sorted_path():
 
 def test_bucketed_w1_simd_levels():
     # Per-dimension W1: bitwise the same on every level (the levels differ only in how they select and
-    # sum, not in what). SWD: AVX2 and AVX-512 share the FMA projection, so they agree bitwise too.
+    # sum, not in what: the signed offset sums run in the same 8 lanes and 512-value chunks everywhere).
+    # Sizes with a partial last chunk and a partial last vector; float64 and float32 (32-bit keys).
+    # SWD: AVX2 and AVX-512 share the FMA projection, so they agree bitwise too.
     rng = np.random.default_rng(21)
-    x = rng.normal(size=(40000, 3))
-    y = rng.normal(0.01, 1.0, size=(30000, 3))
+    x = rng.normal(size=(40005, 3))
+    y = rng.normal(0.01, 1.0, size=(29997, 3))
     dirs = M.random_directions(6, 3, seed=8)
     levels = nfhep.build_info()["simd_available"]
-    w, s = {}, {}
+    w, w32, s = {}, {}, {}
     with kernel_settings_restored():
         for lv in levels:
             _core.set_simd(lv)
             w[lv] = M.wasserstein_per_dim(x, y)
+            w32[lv] = M.wasserstein_per_dim(x.astype(np.float32), y.astype(np.float32))
             s[lv] = M.sliced_wasserstein(x, y, directions=dirs).per_direction
+    ref = [stats.wasserstein_distance(x[:, d], y[:, d]) for d in range(3)]
+    assert _rel(w[levels[0]], ref) <= RTOL_SCIPY
     for lv in levels:
         np.testing.assert_array_equal(w[lv], w[levels[0]], err_msg=lv)
+        np.testing.assert_array_equal(w32[lv], w32[levels[0]], err_msg=lv)
         np.testing.assert_allclose(s[lv], s[levels[0]], rtol=1e-13, err_msg=lv)
     if "avx2" in s and "avx512" in s:
         np.testing.assert_array_equal(s["avx2"], s["avx512"])
