@@ -72,14 +72,14 @@ NFHEP_FORCEINLINE double reduce8(const double* t) {
   return ((t[0] + t[4]) + (t[2] + t[6])) + ((t[1] + t[5]) + (t[3] + t[7]));
 }
 
-// Selection and signed offset sums, portable: value i of a chunk adds +d, -d or +-0.0 (the same as no
-// addition: a lane sum starts at +0.0 and never becomes -0.0) to lane i % 8 of the chunk's sums, which
-// are added to the lane totals at the end of the chunk (as the AVX-512 loop below; chunks start at
-// multiples of kChunk, a multiple of 8).
-// The factor of a value's offset by its bucket's code (0: empty or walked bucket; the product +-0.0 adds
-// nothing, as the lane sums are never -0.0).
+// The factor of a value's offset by its bucket's code (0: empty or walked bucket).
 alignas(64) constexpr double kSign[8] = {0.0, 1.0, -1.0, 0.0, 0.0, 0.0, 0.0, 0.0};
 static_assert(kW1CodeNonneg == 1 && kW1CodeNonpos == 2 && kW1CodeWalk == 4, "kSign is indexed by the codes");
+
+// Selection and signed offset sums, portable: value i of a chunk adds +d, -d or +-0.0 (the same as no
+// addition: a lane sum starts at +0.0 and never becomes -0.0, as x + (-x) rounds to +0.0) to lane i % 8
+// of the chunk's sums, which are added to the lane totals at the end of the chunk (as the AVX-512 loop
+// below, which adds under masks; chunks start at multiples of kChunk, a multiple of 8).
 
 template <class K>
 NFHEP_FORCEINLINE double select_sum_impl(const K* __restrict__ k, std::size_t n, double vlo, double scale,
