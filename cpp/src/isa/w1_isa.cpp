@@ -24,6 +24,14 @@ NFHEP_FORCEINLINE double value_of(K k) {
   return static_cast<double>(::nfhep::math::from_ordered(k));
 }
 
+// The bucket of a value (w1_isa.hpp): the one formula of the counting and the selection passes, whose
+// buckets must agree exactly (w1_bucketed checks the selected count against the counts). The AVX-512
+// selection evaluates the same operations in vector form.
+NFHEP_FORCEINLINE std::int64_t bucket_of(double v, double vlo, double scale, std::int64_t last) {
+  const std::int64_t bi = static_cast<std::int64_t>((v - vlo) * scale);
+  return bi < last ? bi : last;
+}
+
 template <class K>
 NFHEP_FORCEINLINE void minmax_impl(const K* __restrict__ k, std::size_t n, K* lo, K* hi) {
   K l = k[0], h = k[0];
@@ -60,8 +68,7 @@ NFHEP_FORCEINLINE void count_impl(const K* __restrict__ k, std::size_t n, double
     const std::size_t m = n - i0 < kChunk ? n - i0 : kChunk;
     const K* __restrict__ kk = k + i0;
     for (std::size_t i = 0; i < m; ++i) {
-      std::int64_t bi = static_cast<std::int64_t>((value_of(kk[i]) - vlo) * scale);
-      b[i] = bi < last ? bi : last;
+      b[i] = bucket_of(value_of(kk[i]), vlo, scale, last);
     }
     scalar_loop_prefetching(k, n, i0, m, [&](std::size_t u) { ++counts[b[u]]; });
   }
@@ -94,8 +101,7 @@ NFHEP_FORCEINLINE double select_sum_impl(const K* __restrict__ k, std::size_t n,
     const K* __restrict__ kk = k + i0;
     for (std::size_t i = 0; i < m; ++i) {
       const double v = value_of(kk[i]);
-      std::int64_t bi = static_cast<std::int64_t>((v - vlo) * scale);
-      bi = bi < last ? bi : last;
+      const std::int64_t bi = bucket_of(v, vlo, scale, last);
       b[i] = bi;
       d[i] = v - (vlo + static_cast<double>(bi) * width);
     }
