@@ -7,6 +7,7 @@ void bind_info(pyb::module_& m);
 void bind_buffers(pyb::module_& m);
 void bind_bijectors(pyb::module_& m);
 void bind_metrics(pyb::module_& m);
+void bind_engine(pyb::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "nfhep C++ core (private; import nfhep instead)";
@@ -16,4 +17,5 @@ PYBIND11_MODULE(_core, m) {
   bind_bijectors(bij);
   auto met = m.def_submodule("metrics", "Two-sample metrics (KS, sliced Wasserstein, ...)");
   bind_metrics(met);
+  bind_engine(m);
 }

@@ -35,9 +35,21 @@ __all__ = [
     "load",
     "save",
     "FormatError",
+    "Engine",
 ]
 
-_SUBMODULES = {"bijectors", "flows", "metrics", "io", "train", "cli", "model", "modelfile", "preprocessing"}
+_SUBMODULES = {
+    "bijectors",
+    "flows",
+    "metrics",
+    "io",
+    "train",
+    "cli",
+    "model",
+    "modelfile",
+    "preprocessing",
+    "engine",
+}
 # nfhep.load / nfhep.save / nfhep.FormatError: the model file (nfhep.modelfile), imported on first use
 _MODELFILE = {"load", "save", "FormatError"}
 
@@ -116,4 +128,6 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f".{name}", __name__)
     if name in _MODELFILE:
         return getattr(importlib.import_module(".modelfile", __name__), name)
+    if name == "Engine":
+        return importlib.import_module(".engine", __name__).Engine
     raise AttributeError(f"module 'nfhep' has no attribute {name!r}")
