@@ -21,6 +21,7 @@
 #include <string>
 
 #include "bijectors_isa.hpp"
+#include "engine_isa.hpp"
 #include "flow_model.hpp"
 #include "nfhep/detail/philox.hpp"
 #include "nfhep/parallel.hpp"
@@ -29,9 +30,12 @@ namespace nfhep {
 namespace detail {
 namespace {
 
-constexpr std::size_t kChunk = 256;        // log_prob: events per chunk
+constexpr std::size_t kChunk = 256;        // log_prob: events per chunk (128..1024 measured within noise)
 constexpr std::size_t kSampleChunk = 64;   // sample: events per chunk, aligned on the global index
 constexpr double kLog2Pi = 1.8378770664093454835606594728112;
+
+// NFHEP_DISPATCH returns from the calling function; this runs the dispatched call as a statement.
+#define NFHEP_DISPATCH_VOID(fn, ...) [&] { NFHEP_DISPATCH(fn, __VA_ARGS__); }()
 
 template <class T>
 const Model<T>& model_of(const FlowImpl& f);
@@ -174,38 +178,29 @@ inline T activate(Activation a, T x) {
   return x;
 }
 
-// blk[r, 0:n] = act(blk[r, 0:n] + b[o_begin:o_begin+n]) (act only if `activation`); blk has row stride ldc.
-template <class T>
-void bias_act(const T* b, std::size_t R, T* blk, int ldc, int n, bool activation, Activation a) {
-  for (std::size_t r = 0; r < R; ++r) {
-    T* row = blk + r * static_cast<std::size_t>(ldc);
-    if (!activation) {
-      for (int o = 0; o < n; ++o) row[o] += b[o];
-    } else if (a == Activation::relu) {
-      for (int o = 0; o < n; ++o) {
-        const T v = row[o] + b[o];
-        row[o] = v > T(0) ? v : T(0);
-      }
-    } else {
-      for (int o = 0; o < n; ++o) row[o] = activate(a, row[o] + b[o]);
-    }
-  }
-}
-
-// blk[r, 0:o_end-o_begin] = A[r, 0:k] W[o_begin:o_end, 0:k]^T + b (then the activation), where blk points
-// at the first output column of the block and has row stride ldc.
+// blk[r, 0:o_end-o_begin] = act(b + A[r, 0:k] W[o_begin:o_end, 0:k]^T), where blk points at the first
+// output column of the block and has row stride ldc (the bias is written first, the GEMM accumulates).
 template <class T>
 void dense_part(const Dense<T>& L, std::size_t R, const T* A, int lda, int o_begin, int o_end, int k, T* blk,
                 int ldc, bool activation, Activation a) {
   const int n = o_end - o_begin;
   if (n <= 0 || R == 0) return;
-  if (k > 0) {
+  const T* b = L.b.data() + o_begin;
+  NFHEP_DISPATCH_VOID(engine_fill_rows, b, R, blk, ldc, n);
+  if (k > 0 && R == 1)
+    gemv_ab(n, k, L.W.data() + static_cast<std::size_t>(o_begin) * L.in, L.in, A, blk);
+  else if (k > 0)
     gemm_abt(static_cast<int>(R), n, k, A, lda, L.W.data() + static_cast<std::size_t>(o_begin) * L.in, L.in, blk,
              ldc);
-  } else {
-    for (std::size_t r = 0; r < R; ++r) std::fill(blk + r * ldc, blk + r * ldc + n, T(0));
+  if (!activation) return;
+  if (a == Activation::relu) {
+    NFHEP_DISPATCH_VOID(engine_relu, R, blk, ldc, n);
+    return;
   }
-  bias_act(L.b.data() + o_begin, R, blk, ldc, n, activation, a);
+  for (std::size_t r = 0; r < R; ++r) {
+    T* row = blk + r * static_cast<std::size_t>(ldc);
+    for (int o = 0; o < n; ++o) row[o] = activate(a, row[o]);
+  }
 }
 
 template <class T>
@@ -239,8 +234,7 @@ template <class T>
 void transform(const Model<T>& m, int mode, const T* in, T* prm, std::size_t n, T* out, T* lad, T* work) {
   if (n == 0) return;
   if (m.transformer == Transformer::affine) {
-    const T c = m.log_scale_clamp;
-    for (std::size_t e = 0; e < n; ++e) prm[2 * e] = c * std::tanh(prm[2 * e] / c);
+    NFHEP_DISPATCH_VOID(engine_soft_clamp, prm, n, m.log_scale_clamp);
     NFHEP_DISPATCH(affine_run, mode, in, prm, 0, n, out, lad);
   } else {
     NFHEP_DISPATCH(rqs_run, mode, in, prm, 0, n, m.K, m.rqs, out, lad, work);

