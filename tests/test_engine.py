@@ -370,3 +370,19 @@ def test_metadata_and_attributes(tmp_path):
     assert eng.checksum == meta["checksum"]["value"]
     assert eng.metadata["flow"] == meta["flow"]
     assert "crqs" in repr(eng)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_parity_on_every_simd_level(tmp_path, family):
+    # the engine and the torch model call the same per-ISA kernels: they agree on every level
+    m = _make(family, d=5, context=2, dtype=torch.float64, key=101)
+    path = _save(tmp_path, m)
+    x = _data(300, 5, seed=102)
+    c = np.random.default_rng(103).normal(size=(300, 2))
+    levels = nfhep.build_info()["simd_available"]
+    with kernel_settings_restored():
+        for level in levels:
+            nfhep._core.set_simd(level)
+            eng = nfhep.Engine(path)
+            err = _rel_err(eng.log_prob(x, c), _torch_lp(m, x, c))
+            assert err <= 1e-10, f"{level}: {err:.3g}"

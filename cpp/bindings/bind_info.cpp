@@ -24,6 +24,7 @@ void bind_info(pyb::module_& m) {
         d["cuda_architectures"] = b.cuda_architectures;
         d["cuda_devices"] = b.cuda_devices;
         d["cuda_status"] = b.cuda_status;
+        d["blas"] = b.blas;
         return d;
       },
       "How this copy of the core was built and what it runs with (dict).");

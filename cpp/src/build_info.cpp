@@ -1,5 +1,6 @@
 #include "nfhep/build_info.hpp"
 
+#include "flow_model.hpp"
 #include "nfhep/isa.hpp"
 #include "nfhep/parallel.hpp"
 #if defined(NFHEP_WITH_CUDA)
@@ -40,6 +41,7 @@ BuildInfo build_info() {
   b.cuda_compiled = false;
   b.cuda_status = "built without CUDA (rebuild with -DNFHEP_CUDA=ON, see README)";
 #endif
+  b.blas = detail::blas_name();
   return b;
 }
 

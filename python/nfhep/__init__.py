@@ -62,7 +62,8 @@ def build_info() -> dict[str, Any]:
     dict
         ``version``, ``compiler``, ``simd`` (the SIMD level the kernels use now), ``simd_compiled``,
         ``simd_available``, ``num_threads``, ``cuda`` (compiled with CUDA), ``cuda_architectures``,
-        ``cuda_devices`` (visible now) and ``cuda_status`` (why there are none, if none), plus ``torch``
+        ``cuda_devices`` (visible now) and ``cuda_status`` (why there are none, if none), ``blas`` (the
+        BLAS of the inference engine's dense layers: OpenBLAS from scipy-openblas32), plus ``torch``
         (its version, or None if torch is not installed).
 
     Notes

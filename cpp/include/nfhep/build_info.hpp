@@ -18,6 +18,7 @@ struct BuildInfo {
   std::string cuda_architectures;       ///< the explicit architecture list of a CUDA build
   int cuda_devices = 0;                 ///< CUDA devices visible now (0 without a driver or device)
   std::string cuda_status;              ///< why there are no devices, if there are none
+  std::string blas;                     ///< the BLAS of the inference engine's dense layers
 };
 
 /// Describe this build. Queries the CUDA runtime (never at import: only when called).
