@@ -34,11 +34,14 @@ def _make(
     bounds: dict | None = None,
     log_features: tuple[str, ...] = (),
     standardize: bool = True,
+    names: list[str] | None = None,
+    data: np.ndarray | None = None,
     **flow_options,
 ):
-    """A model with fitted preprocessing and weights moved well away from the identity."""
+    """A model with fitted preprocessing and weights moved well away from the identity (feature names
+    x0.. unless given; preprocessing fitted to `data` when given, else to synthetic events)."""
     torch.manual_seed(key)
-    names = [f"x{j}" for j in range(d)]
+    names = [f"x{j}" for j in range(d)] if names is None else list(names)
     ctx = [f"c{j}" for j in range(context)]
     opts = {"bijectors": 2, "hidden": [16, 12]}
     if family in ("crqs", "arqs"):
@@ -53,8 +56,8 @@ def _make(
         standardize=standardize,
         **opts,
     )
-    x = _data(400, d, bounds=bounds, log_features=log_features, seed=key + 1)
-    c = np.random.default_rng(key + 2).normal(1.0, 2.0, size=(400, context)) if context else None
+    x = _data(400, d, bounds=bounds, log_features=log_features, seed=key + 1) if data is None else data
+    c = np.random.default_rng(key + 2).normal(1.0, 2.0, size=(len(x), context)) if context else None
     m.preprocessing.fit(x, context=c)
     g = torch.Generator().manual_seed(key + 3)
     with torch.no_grad():
