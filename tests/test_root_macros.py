@@ -159,7 +159,7 @@ def test_eval_ntuple_per_event_functor_path(root_exe, ntuple, tmp_path):
 
 
 def test_eval_ntuple_friend_tree_on_the_tutorial_ntuple(root_exe, tmp_path):
-    """hsimple.root (shipped with ROOT: a TNtuple px, py, pz, ...): the friend tree lines up entry by entry."""
+    """hsimple.root (shipped with ROOT: a TNtuple px, py, pz, ...): the friend tree lines up by entry."""
     import uproot
 
     hs = Path(sys.executable).parents[1].glob("lib/python*/site-packages/ROOT/tutorials/hsimple.root")
@@ -180,9 +180,11 @@ def test_eval_ntuple_friend_tree_on_the_tutorial_ntuple(root_exe, tmp_path):
     macro = tmp_path / "friend_check.C"
     macro.write_text(
         "int friend_check() {\n"
-        f'  TFile f("{hs}"); auto t = f.Get<TTree>("ntuple"); t->AddFriend("ntuple", "{tmp_path / "hs_lp.root"}");\n'
+        f'  TFile f("{hs}"); auto t = f.Get<TTree>("ntuple");\n'
+        f'  t->AddFriend("ntuple", "{tmp_path / "hs_lp.root"}");\n'
         '  float px, lp; t->SetBranchAddress("px", &px); t->SetBranchAddress("log_prob", &lp);\n'
-        '  for (Long64_t i : {0LL, 1LL, 12345LL, t->GetEntries() - 1}) { t->GetEntry(i); printf("E %lld %a %a\\n", i, px, lp); }\n'
+        "  for (Long64_t i : {0LL, 1LL, 12345LL, t->GetEntries() - 1}) {\n"
+        '    t->GetEntry(i); printf("E %lld %a %a\\n", i, px, lp);\n  }\n'
         "  return 0;\n}\n"
     )
     r = run_root(root_exe, str(macro), cwd=tmp_path)
@@ -253,8 +255,14 @@ def test_sample_tree_conditional_and_errors(root_exe, tmp_path):
     )
     assert np.array_equal(_read(out, "x0", tree="t"), x[:, 0])
     out.unlink()
-    for ctx, why in [("", "the model is conditional"), ("c0=1", "no value for 'c1'"), ("c0=1,c7=2", "no context feature 'c7'"),
-                     ("c0=1,c1=abc", "not a finite number"), ("1,2,3", "more than the model's 2 values")]:  # fmt: skip
+    refusals = [
+        ("", "the model is conditional"),
+        ("c0=1", "no value for 'c1'"),
+        ("c0=1,c7=2", "no context feature 'c7'"),
+        ("c0=1,c1=abc", "not a finite number"),
+        ("1,2,3", "more than the model's 2 values"),
+    ]
+    for ctx, why in refusals:
         r = run_root(
             root_exe,
             setup_macro(),
