@@ -145,9 +145,8 @@ def main(argv=None) -> int:
         call += f"{args.threads})"
         stdout, _ = _run_root(setup, call, cwd=tmp)
         rates["sample_tree"] = _macro_rate(stdout)
-        print(
-            f"sampling: engine {rates['engine sample']:,.0f}, sample_tree.C {rates['sample_tree']:,.0f} events/s"
-        )
+        es, st = rates["engine sample"], rates["sample_tree"]
+        print(f"sampling: engine {es:,.0f}, sample_tree.C {st:,.0f} events/s")
 
     e = rates["engine"]
     report = "\n".join(
@@ -157,8 +156,8 @@ def main(argv=None) -> int:
             f"{platform.processor() or platform.machine()}, {args.threads} threads for both "
             f"(ROOT::EnableImplicitMT / nfhep.set_num_threads), SIMD {nfhep.build_info()['simd']}; "
             f"A-RQS, D = {D}, {args.bijectors} bijectors, hidden 3x128, 8 knots, float32; {args.n:,} "
-            "events; best of "
-            f"{args.repeats} (per event: 1 run). ROOT start-up + nfhep_setup.C: {t_start:.1f} s, not counted.",
+            f"events; best of {args.repeats} (per event: 1 run). ROOT start-up + nfhep_setup.C: "
+            f"{t_start:.1f} s, not counted.",
             "",
             "| path | events/s | / engine raw |",
             "|---|---|---|",
