@@ -92,6 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, help="write the markdown report here as well")
     args = p.parse_args(argv)
     nfhep.set_num_threads(args.threads)
+    load0 = os.getloadavg()[0]
     setup = str(MACROS / "nfhep_setup.C")
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
@@ -157,7 +158,8 @@ def main(argv=None) -> int:
             f"(ROOT::EnableImplicitMT / nfhep.set_num_threads), SIMD {nfhep.build_info()['simd']}; "
             f"A-RQS, D = {D}, {args.bijectors} bijectors, hidden 3x128, 8 knots, float32; {args.n:,} "
             f"events; best of {args.repeats} (per event: 1 run). ROOT start-up + nfhep_setup.C: "
-            f"{t_start:.1f} s, not counted.",
+            f"{t_start:.1f} s, not counted. Load average (1 min) at the start {load0:.2f}, at the end "
+            f"{os.getloadavg()[0]:.2f}.",
             "",
             "| path | events/s | / engine raw |",
             "|---|---|---|",
