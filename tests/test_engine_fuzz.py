@@ -31,8 +31,17 @@ def _tool(name: str) -> str | None:
     return str(here) if here.exists() else shutil.which(name)
 
 
+# One build per pytest session. tests/test_cpp_units.py imports this fixture, which registers it a second
+# time (pytest keeps one cache per defining module), so the build itself is remembered here, per session.
+_BUILDS: dict[Path, Path] = {}
+
+
 @pytest.fixture(scope="session")
 def sanitized_build(tmp_path_factory) -> Path:
+    """The core and every C++ test program, built once with ASan + UBSan (targets fuzz_model, test_units)."""
+    session = tmp_path_factory.getbasetemp()
+    if session in _BUILDS:
+        return _BUILDS[session]
     cmake, ninja = _tool("cmake"), _tool("ninja")
     require(cmake is not None and ninja is not None, "cmake and ninja are needed to build the C++ tests")
     require(shutil.which("g++") is not None or shutil.which("c++") is not None, "a C++ compiler")
@@ -46,9 +55,10 @@ def sanitized_build(tmp_path_factory) -> Path:
         "-DNFHEP_PYTHON=OFF", "-DNFHEP_TESTS=ON", "-DNFHEP_SANITIZE=ON", "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
         f"-DNFHEP_BLAS_DIR={os.path.dirname(scipy_openblas32.__file__)}",
     ]  # fmt: skip
-    for cmd in (cfg, [cmake, "--build", str(build), "--target", "fuzz_model"]):
+    for cmd in (cfg, [cmake, "--build", str(build), "--target", "fuzz_model", "test_units"]):
         r = subprocess.run(cmd, capture_output=True, text=True)
         assert r.returncode == 0, f"{' '.join(cmd[:3])} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    _BUILDS[session] = build
     return build
 
 
