@@ -1,9 +1,27 @@
-// nfhep/detail/philox.hpp (interim, header-only; replaced by the tested implementation in the same series).
+// nfhep/detail/philox.hpp: the standard normals of nfhep::Flow::sample, from Philox4x32-10.
+//
+// Philox4x32-10 (Salmon, Moraes, Dror, Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC'11; the
+// philox4x32 of Random123 with 10 rounds): a counter-based generator, so event ev of stream `seed` is a
+// pure function of (seed, ev) and any range of events can be drawn in any order, on any thread.
+//   round (x10):  (hi0, lo0) = 0xD2511F53 * c0,  (hi1, lo1) = 0xCD9E8D57 * c2   (32x32 -> 64 bits)
+//                 c = (hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0),  then k += (0x9E3779B9, 0xBB67AE85)
+//   (bumping the key after the last round too is harmless: it is not used again).
+// Stream layout, for the pair p = j / 2 of the d normals of one event:
+//   counter = (ev lo, ev hi, p, 0),  key = (seed lo, seed hi)
+//   u1 = ((w0:w1 >> 11) + 1) 2^-53  in (0, 1]  (never 0, so log(u1) is finite: |z| <= sqrt(106 ln 2) = 8.57)
+//   u2 =  (w2:w3 >> 11)      2^-53  in [0, 1)
+//   z_j = sqrt(-2 ln u1) cos(2 pi u2),  z_{j+1} = sqrt(-2 ln u1) sin(2 pi u2)   (Box-Muller)
+// so out[j] depends only on (seed, ev, j): a draw of d values is a prefix of a draw of d + 1 (odd d drops
+// the sine of the last pair). This layout is the sampling stream of the model format: changing any of it
+// changes every sample nfhep has produced (docs/cpp.md, "Sampling is reproducible").
+// Tested: cpp/tests/test_units.cpp (Random123 known answers of a reference Philox written from the paper,
+// this function against Box-Muller of that reference, range, prefixes, moments), tests/test_cpp_units.py.
 #pragma once
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 namespace nfhep::detail {
+/// d standard normals of event `ev` in stream `seed`, written to out[0..d) (see the file comment).
 inline void standard_normals(std::uint64_t seed, std::uint64_t ev, std::size_t d, double* out) {
   for (std::size_t j = 0; j < d; j += 2) {
     std::uint32_t c[4] = {(std::uint32_t)ev, (std::uint32_t)(ev >> 32), (std::uint32_t)(j / 2), 0};

@@ -1,5 +1,14 @@
-// nfhep/detail/sha256.hpp (interim, header-only; replaced by the tested implementation in the same series).
+// nfhep/detail/sha256.hpp: SHA-256 (FIPS 180-4) for the model file's tensor checksum.
+//
+// Streaming: update() any number of times with any split of the message (including empty pieces), then
+// finish() once; it pads (0x80, zeros to 56 mod 64, the bit length big-endian) and returns the digest.
+// A Sha256 is single-use: finish() leaves it in a padded state, so do not update() or finish() it again.
+// Messages up to 2^61 - 1 bytes (the bit length is kept in 64 bits). to_hex() gives lowercase hex.
+// Tested: cpp/tests/test_units.cpp (FIPS 180-4 / NIST vectors incl. one million 'a', every split of
+// messages of 55, 56, 63, 64, 65, 119, 120, 127, 128, 129 bytes, byte-by-byte updates of every length 0..200),
+// tests/test_cpp_units.py; the Python writer uses hashlib, so every saved model cross-checks it as well.
 #pragma once
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
