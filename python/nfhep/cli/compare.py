@@ -45,6 +45,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the SWD directions and the C2ST")
     p.add_argument("--no-c2st", action="store_true", help="skip the classifier two-sample test")
     p.add_argument("--report", type=Path, default=None, help="write the report (.md markdown, .json JSON)")
+    p.add_argument(
+        "--html", type=Path, default=None, metavar="PATH",
+        help="write the self-contained HTML report to PATH [default: the --report path with suffix .html]",
+    )  # fmt: skip
+    p.add_argument("--no-html", action="store_true", help="do not write the HTML report")
+    p.add_argument(
+        "--history", type=Path, default=None, metavar="MODEL.history.json",
+        help="training history of the flow that produced the test sample (written by `nfhep train`); "
+        "its training curve goes into the HTML report",
+    )  # fmt: skip
     p.add_argument("--plots", type=Path, default=None, help="directory for the plots")
     p.add_argument(
         "--pairs", nargs="+", default=None, metavar="A,B",
@@ -71,6 +81,16 @@ def run(args: argparse.Namespace) -> int:
             pairs.append((parts[0], parts[1]))
     if args.max_events is not None and args.max_events <= 0:
         raise ValueError(f"--max-events must be a positive number of events, got {args.max_events}")
+    html_path = html_output(args.report, args.html, no_html=args.no_html)
+    history = None
+    if args.history is not None:
+        if html_path is None:
+            raise ValueError(
+                "--history is drawn in the HTML report only: give --report or --html (no --no-html)"
+            )
+        from nfhep.metrics.report_html import load_history
+
+        history = load_history(args.history)  # checked before the (long) comparison
     samples = []
     for spec, w in ((args.reference, wa), (args.test, wb)):
         s = read_features(spec, args.features, weights=w, selection=args.selection, hash_files=False)
@@ -81,15 +101,48 @@ def run(args: argparse.Namespace) -> int:
         x, y, features=args.features, weights_x=w_x, weights_y=w_y, n_iter=args.n_iter, seed=args.seed,
         run_c2st=not args.no_c2st,
     )  # fmt: skip
-    if args.report is not None:
+    if args.report is not None and args.report != html_path:
         if args.report.suffix.lower() == ".json":
             rep.to_json(args.report)
         else:
             rep.to_markdown(args.report)
         print(f"nfhep compare: report written to {args.report}")
-    else:
+    elif args.report is None:
         print(rep.to_markdown())
     if args.plots is not None:
         files = rep.plot(args.plots, pairs=pairs)
         print(f"nfhep compare: {len(files)} plots written to {args.plots}")
+    if html_path is not None:
+        from nfhep.metrics.report_html import write_html
+
+        run_info = [
+            ("reference (x)", args.reference),
+            ("test (y)", args.test),
+            ("features", " ".join(args.features)),
+            ("selection", args.selection or "none"),
+            ("weights (reference / test)", f"{wa} / {wb}" if args.weights else "none"),
+            ("events used (x / y)", f"{rep.n_x} / {rep.n_y}"),
+            ("batches, seed", f"{args.n_iter}, {args.seed}"),
+        ]
+        if args.history is not None:
+            run_info.append(("training history", str(args.history)))
+        write_html(
+            rep, html_path, history=history, title="nfhep compare", run_info=run_info,
+            no_history_note="no training history was given (pass --history MODEL.history.json to draw it)",
+        )  # fmt: skip
+        print(f"nfhep compare: HTML report written to {html_path}")
     return 0
+
+
+def html_output(report: Path | None, html: Path | None, *, no_html: bool) -> Path | None:
+    """Where the HTML report goes: ``--html``, else ``--report`` with the suffix ``.html``, else nowhere
+    (the markdown goes to stdout and no file is written unasked); ``None`` with ``--no-html``."""
+    if no_html:
+        if html is not None:
+            raise ValueError("--html and --no-html contradict each other: give one of them")
+        return None
+    if html is not None:
+        return html
+    if report is not None:
+        return report.with_suffix(".html")
+    return None

@@ -23,7 +23,8 @@ Run nfhep's main job on a built-in default, without any input of yours:
   3. sample the flow into samples.root exactly as `nfhep sample` does;
   4. compare: the exact test negative log-likelihood of the true density vs the flow's (their difference
      estimates KL(true || flow) >= 0), per-feature means/stds, and, when nfhep.metrics is available, the
-     two-sample metrics table and plots.
+     two-sample metrics table (metrics.md), plots (plots/) and report.html: one self-contained file with
+     the tables, the training curve, marginals with ratio panels and a corner plot, to hand around.
 
 Everything goes to --out (default ./nfhep-demo/). Defaults take about a minute on two CPU cores.
 """
@@ -106,7 +107,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--range", type=float, default=5.0, help="spline range B [5]")
     p.add_argument("--seed", type=int, default=0, help="seed of data, training and sampling [0]")
     p.add_argument("--no-c2st", action="store_true", help="skip the classifier two-sample test (faster)")
-    p.add_argument("--no-plots", action="store_true", help="skip the comparison plots (faster)")
+    p.add_argument(
+        "--no-plots", action="store_true",
+        help="skip the comparison plots, also in report.html (faster; its tables are still written)",
+    )  # fmt: skip
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
@@ -208,6 +212,22 @@ def run_demo(args: argparse.Namespace, *, out=None) -> dict[str, Any]:
             f"{gen[:, j].std():.4f} |"
         )
     print("\n".join(lines), file=out)
+    run_info = [
+        ("density", f"{args.dims}-D correlated mixture of {len(truth.weights)} Gaussians (seed {args.seed})"),
+        ("events (train / test / sampled)", f"{args.events} / {n_test} / {n_test}"),
+        ("flow", args.flow),
+        ("bijectors / hidden / knots / range",
+         f"{args.bijectors} / {args.hidden} / {args.knots} / {args.range:g}"),
+        ("test NLL, true density (nats/event)", f"{nll_true:.4f}"),
+        ("test NLL, flow (nats/event)", f"{nll_model:.4f}"),
+        ("NLL difference ≈ KL(true‖flow)", f"{nll_model - nll_true:+.4f} ± {se:.4f}"),
+    ]  # fmt: skip
+    moments = (
+        "means and standard deviations (x = test sample, y = flow sample)",
+        ["feature", "mean (test)", "mean (flow)", "std (test)", "std (flow)"],
+        [[f, f"{test[:, j].mean():.4f}", f"{gen[:, j].mean():.4f}", f"{test[:, j].std():.4f}",
+          f"{gen[:, j].std():.4f}"] for j, f in enumerate(features)],
+    )  # fmt: skip
     metrics_note = _metrics_report(
         test,
         gen,
@@ -217,8 +237,14 @@ def run_demo(args: argparse.Namespace, *, out=None) -> dict[str, Any]:
         c2st=not getattr(args, "no_c2st", False),
         plots=not getattr(args, "no_plots", False),
         out=out,
+        history_file=Path(result["history"]),
+        run_info=run_info,
+        extra_tables=[moments],
     )
-    log(f"done: {outdir}/ holds data.root, test.root, model.safetensors, model.history.json, samples.root")
+    log(
+        f"done: {outdir}/ holds data.root, test.root, model.safetensors, model.history.json, samples.root"
+        + ("" if metrics_note.startswith("two-sample metrics skipped") else ", metrics.md, report.html")
+    )
     return {
         "out": str(outdir),
         "model": str(model_path),
@@ -231,10 +257,15 @@ def run_demo(args: argparse.Namespace, *, out=None) -> dict[str, Any]:
     }
 
 
-def _metrics_report(test, gen, outdir: Path, features, *, seed: int, c2st: bool, plots: bool, out) -> str:
-    """Two-sample metrics through nfhep.metrics.compare when that module is available."""
+def _metrics_report(
+    test, gen, outdir: Path, features, *, seed: int, c2st: bool, plots: bool, out, history_file: Path,
+    run_info, extra_tables,
+) -> str:  # fmt: skip
+    """Two-sample metrics through nfhep.metrics.compare when that module is available: metrics.md,
+    plots/ and report.html."""
     try:
         from nfhep.metrics import compare
+        from nfhep.metrics.report_html import load_history, write_html
     except ImportError as err:
         note = f"two-sample metrics skipped: nfhep.metrics.compare is not available in this build ({err})"
         print(note, file=out)
@@ -242,13 +273,18 @@ def _metrics_report(test, gen, outdir: Path, features, *, seed: int, c2st: bool,
     report = compare(test, gen, features=list(features), seed=seed, run_c2st=c2st)
     table = report.to_markdown(outdir / "metrics.md")
     written = report.plot(outdir / "plots") if plots else []
+    html_path = write_html(
+        report, outdir / "report.html", history=load_history(history_file), title="nfhep demo",
+        run_info=run_info, extra_tables=extra_tables, plots=plots,
+    )  # fmt: skip
     print(
         "\ntwo-sample metrics (x = test sample from the true density, y = flow sample):\n" + table,
         file=out,
     )
     print(
         f"metrics table: {outdir / 'metrics.md'}"
-        + (f"; {len(written)} plots in {outdir / 'plots'}" if plots else ""),
+        + (f"; {len(written)} plots in {outdir / 'plots'}" if plots else "")
+        + f"; report to hand around: {html_path}",
         file=out,
     )
     return "metrics computed with nfhep.metrics.compare"
