@@ -13,9 +13,17 @@ p-values, 1-D and sliced Wasserstein distances, Frobenius norm of the correlatio
 Anderson-Darling, and a classifier two-sample test (arXiv:2309.09743). Writes a markdown (or JSON)
 report and, optionally, plots (marginals with ratio panels, 2-D contours).
 
+With --report or --html, a self-contained HTML report is written as well: one file with every plot
+embedded (metrics tables, the training curve when --history is given, marginals with ratio panels and
+their statistical uncertainties, a corner plot), to hand around. It goes next to the report with the
+suffix .html (out.md -> out.html; a --report ending in .html is the HTML report itself) unless --html
+names the file; --no-html skips it. Without --report and --html the markdown goes to stdout and no file
+is written.
+
 examples:
   nfhep compare truth.root:events flow.root:events --features x1 x2 x3 --report out.md --plots plots/
   nfhep compare a.root:t b.root:t --features px py --weights w --selection "px > 0" --report out.json
+  nfhep compare truth.root flow.root --features x1 x2 --html report.html --history model.history.json
 """
 
 __all__: list[str] = []
