@@ -308,6 +308,27 @@ def test_corner_shows_the_first_features(tmp_path):
     _decode_pngs(p)
 
 
+def test_plain_matplotlib_without_mplhep(report, monkeypatch):
+    """mplhep is optional (not a dependency): without it the report is drawn in matplotlib's style."""
+    import sys
+
+    import matplotlib.pyplot as plt
+
+    from nfhep.metrics import _plots
+
+    import importlib.util
+
+    if importlib.util.find_spec("mplhep") is not None:  # installed: its CMS style (ticks inside)
+        with _plots.hep_style():
+            assert plt.rcParams["xtick.direction"] == "in" and plt.rcParams["font.size"] == 13
+    monkeypatch.setitem(sys.modules, "mplhep", None)  # import mplhep -> ImportError
+    with _plots.hep_style():
+        assert plt.rcParams["font.size"] == 13 and plt.rcParams["xtick.direction"] == "out"
+    p = _parse(RH.render_html(report, history=HISTORY, bins=20))
+    assert len(p.images()) == 2 + len(report.features)
+    _decode_pngs(p)
+
+
 def test_write_is_atomic(report, tmp_path, monkeypatch):
     path = tmp_path / "report.html"
     path.write_text("old report", encoding="utf-8")
