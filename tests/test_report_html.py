@@ -310,13 +310,12 @@ def test_corner_shows_the_first_features(tmp_path):
 
 def test_plain_matplotlib_without_mplhep(report, monkeypatch):
     """mplhep is optional (not a dependency): without it the report is drawn in matplotlib's style."""
+    import importlib.util
     import sys
 
     import matplotlib.pyplot as plt
 
     from nfhep.metrics import _plots
-
-    import importlib.util
 
     if importlib.util.find_spec("mplhep") is not None:  # installed: its CMS style (ticks inside)
         with _plots.hep_style():
