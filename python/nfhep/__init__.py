@@ -36,6 +36,7 @@ __all__ = [
     "save",
     "FormatError",
     "Engine",
+    "evaluate",
 ]
 
 _SUBMODULES = {
@@ -131,4 +132,7 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(".modelfile", __name__), name)
     if name == "Engine":
         return importlib.import_module(".engine", __name__).Engine
+    if name == "evaluate":  # nfhep.evaluate(models, inputs, ...): batch evaluation into friend trees
+        globals()["evaluate"] = importlib.import_module(".evaluate", __name__).evaluate
+        return globals()["evaluate"]
     raise AttributeError(f"module 'nfhep' has no attribute {name!r}")
