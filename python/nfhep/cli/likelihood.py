@@ -24,7 +24,8 @@ For a flow trained on posterior or likelihood samples of parameters (arXiv:2309.
 
 Each option may be repeated. Probabilities default to 68.27/95.45/99.73% (--probs). Scan ranges default
 to the 0.05%..99.95% quantiles of the sampled events (--range NAME=LO:HI to set one). Writes PNGs,
-CSV files of every profile and marginal, and a summary likelihood.md to --output (a directory).
+CSV tables (every profile with its optima, the 1-D intervals, the 2-D contour lines) and a summary
+likelihood.md to --output (a directory).
 
 examples:
   nfhep likelihood model.safetensors --profile mu --hpdi mu -o out/
