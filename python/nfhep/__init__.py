@@ -50,6 +50,7 @@ _SUBMODULES = {
     "modelfile",
     "preprocessing",
     "engine",
+    "likelihood",
 }
 # nfhep.load / nfhep.save / nfhep.FormatError: the model file (nfhep.modelfile), imported on first use
 _MODELFILE = {"load", "save", "FormatError"}
