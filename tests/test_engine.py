@@ -389,3 +389,19 @@ def test_parity_on_every_simd_level(tmp_path, family):
             eng = nfhep.Engine(path)
             err = _rel_err(eng.log_prob(x, c), _torch_lp(m, x, c))
             assert err <= 1e-10, f"{level}: {err:.3g}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_non_finite_context(tmp_path, dtype):
+    """A NaN or infinite context value: log p is NaN, as for a NaN feature (and as the torch model gives);
+    sampling refuses such a context, naming the context feature."""
+    m = _make("arqs", d=3, context=2, dtype=dtype, key=1)
+    eng = nfhep.Engine(_save(tmp_path, m))
+    npdt = np.float32 if dtype == torch.float32 else np.float64
+    x = np.zeros((4, 3), npdt)
+    c = np.array([[0, 0], [np.nan, 0], [0, np.inf], [-np.inf, 1]], npdt)
+    lp, ref = eng.log_prob(x, c), _torch_lp(m, x, c)
+    assert np.isnan(lp[1:]).all() and np.isnan(ref[1:]).all()
+    assert abs(lp[0] - ref[0]) <= TOL[dtype] * max(1.0, abs(ref[0]))
+    with pytest.raises(ValueError, match=r"context row 0 has a NaN or infinite value \(c1\)"):
+        eng.sample(3, seed=0, context=np.array([0.0, np.nan], npdt))

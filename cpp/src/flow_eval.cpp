@@ -391,7 +391,13 @@ template <class T, class In>
 void log_prob_chunk(const Model<T>& m, WorkspaceImpl& ws, const In* x, std::size_t R, In* out, const In* ctx) {
   Scratch<T> s = carve(m, ws);
   preprocess(m, x, R, s);
-  if (m.C > 0) standardise_context(m, ctx, R, R, s);
+  if (m.C > 0) {
+    standardise_context(m, ctx, R, R, s);
+    // a NaN or infinite context value: no density is defined there (NaN, as for a NaN feature)
+    for (std::size_t r = 0; r < R; ++r)
+      for (std::size_t k = 0; k < static_cast<std::size_t>(m.C); ++k)
+        if (!std::isfinite(s.ctx[r * m.C + k])) s.bad[r] = 2;  // (also: overflow to the model's dtype)
+  }
   forward_layers(m, R, s);
   const std::size_t D = m.D;
   for (std::size_t r = 0; r < R; ++r) {
@@ -782,6 +788,10 @@ void check_lp_args(const detail::FlowImpl& f, const In* x, std::size_t n, const 
       detail::require(context_rows == 1 || context_rows == n, "sample",                                      \
                       "context_rows must be 1 or n = " + std::to_string(n) + ", got " +                     \
                           std::to_string(context_rows));                                                     \
+      for (std::size_t i = 0; i < context_rows * C; ++i)                                                     \
+        detail::require(std::isfinite(static_cast<double>(context[i])), "sample",                            \
+                        "context row " + std::to_string(i / C) + " has a NaN or infinite value (" +           \
+                            impl_->context_features[i % C] + ")");                                            \
     }                                                                                                         \
     if (impl_->f32)                                                                                           \
       detail::sample_parallel<float>(*impl_, n, seed, first_index, out, context, context_rows, logp);        \
