@@ -10,7 +10,7 @@
 // All four families (MAF, RealNVP, C-RQS, A-RQS), with and without context, float32 and float64 models.
 // The model's preprocessing (bounds, log, standardisation) is applied inside: callers pass raw values.
 // Events outside the model's support (a bounded feature outside its open interval, a log feature <= 0)
-// get log p = -inf; an event with a NaN feature gets NaN.
+// get log p = -inf; an event with a NaN feature, or a NaN or infinite context value, gets NaN.
 //
 // Precision: the model computes in its own dtype (float32 or float64, Flow::is_float32()); inputs of the
 // other precision are converted to it chunk by chunk (as nfhep.Model.log_prob does) and the results
