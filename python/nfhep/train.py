@@ -189,6 +189,7 @@ def fit(
     device: str | torch.device = "cpu",
     fit_preprocessing: bool = True,
     max_failures: int = 3,
+    distributed: bool = False,
 ) -> History:
     """Train ``model`` by weighted maximum likelihood (see the module documentation).
 
@@ -228,6 +229,20 @@ def fit(
         Fit the model's preprocessing on the training rows first (a :class:`~nfhep.model.Model` only).
     max_failures : int
         Consecutive failed (non-finite) epochs before giving up.
+    distributed : bool
+        Data-parallel training over the initialised ``torch.distributed`` process group (see
+        :mod:`nfhep.distributed`). Array ``x`` (and ``context``, ``weights``) is then *this rank's share*
+        of the rows (e.g. the rows :func:`nfhep.distributed.shard_rows` gives it); a streamed ``x`` is
+        read only for the chunks ``k % world_size == rank``. Each rank holds out its own seeded
+        ``validation_split`` of its rows; the preprocessing is fitted on the merged moments of all
+        ranks' training rows; rank 0's initial weights are broadcast; ``batch_size`` is the *global*
+        batch (``ceil(batch_size / world_size)`` rows per rank per step); gradients are summed over the
+        ranks with the loss normalised by the global weight sum of the step, so a step equals the
+        single-process step on the concatenated batch; losses (training and validation) are global
+        weighted means, so every rank takes the same LR, early-stopping and failure decisions. ActNorm's
+        data-dependent initialisation uses the first batches of all ranks concatenated; batch-norm
+        running statistics are averaged over the ranks after every step. The progress bar is shown on
+        rank 0 only. Every rank returns the same History and holds the same weights.
 
     Returns
     -------
@@ -264,6 +279,11 @@ def fit(
     if progress not in (True, False, "auto"):
         raise ValueError(f"{func}: argument 'progress' must be True, False or 'auto', got {progress!r}")
 
+    comm = None
+    if distributed:
+        from .distributed import Comm
+
+        comm = Comm()
     flow = model.flow if isinstance(model, Model) else model
     if not hasattr(flow, "conditioner_weights"):
         raise TypeError(
@@ -283,7 +303,13 @@ def fit(
             raise ValueError(f"{func}: with a streamed 'x', context and weights come from its chunks")
 
         def chunks() -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]]:
-            for k, ch in enumerate(x.iter_chunks(None)):
+            if comm is not None:
+                from .distributed import iter_chunk_shard
+
+                numbered = iter_chunk_shard(x, comm.rank, comm.size)
+            else:
+                numbered = enumerate(x.iter_chunks(None))
+            for k, ch in numbered:
                 xa, ca, wa = _check_chunk(ch, d, c)
                 mask = _split_mask(len(xa), validation_split, np.random.default_rng([seed, k]))
                 yield xa, ca, wa, mask
@@ -296,6 +322,9 @@ def fit(
                 tr = ~mask
                 pre.fit_update(xa[tr], None if wa is None else wa[tr], context=None if ca is None else ca[tr])
                 n_seen += int(tr.sum())
+            if comm is not None:
+                _merge_preprocessing(comm, pre)
+                n_seen = int(comm.sum([n_seen])[0])
             if n_seen == 0:
                 raise ValueError(f"{func}: the streamed source yielded no training rows")
             pre.fit_end()
@@ -305,7 +334,8 @@ def fit(
             raise ValueError(f"{func}: argument 'x' has {xa.shape[1]} features, the model has {d}")
         n = xa.shape[0]
         if n < 1:
-            raise ValueError(f"{func}: argument 'x' has no rows")
+            where = f" on rank {comm.rank}" if comm is not None else ""
+            raise ValueError(f"{func}: argument 'x' has no rows{where}")
         ca = None
         if c:
             if context is None:
@@ -324,14 +354,23 @@ def fit(
                 raise ValueError(f"{func}: argument 'weights' must have shape ({n},), got {wa.shape}")
             if (wa < 0).any():
                 raise ValueError(f"{func}: argument 'weights' has {int((wa < 0).sum())} negative value(s)")
-            if not wa.sum() > 0:
+            total = float(wa.sum()) if comm is None else comm.sum([float(wa.sum())])[0]
+            if not total > 0:
                 raise ValueError(f"{func}: argument 'weights' sums to zero")
-        val_mask = _split_mask(n, validation_split, np.random.default_rng(seed))
+        split_rng = np.random.default_rng(seed if comm is None else [seed, comm.rank])
+        val_mask = _split_mask(n, validation_split, split_rng)
         tr = ~val_mask
         if fit_preprocessing and isinstance(model, Model):
-            model.preprocessing.fit(
-                xa[tr], None if wa is None else wa[tr], context=None if ca is None else ca[tr]
-            )
+            if comm is None:
+                model.preprocessing.fit(
+                    xa[tr], None if wa is None else wa[tr], context=None if ca is None else ca[tr]
+                )
+            else:
+                pre = model.preprocessing
+                pre.fit_begin(d)
+                pre.fit_update(xa[tr], None if wa is None else wa[tr], context=None if ca is None else ca[tr])
+                _merge_preprocessing(comm, pre)
+                pre.fit_end()
         x_tr, x_va = tens(xa[tr]), tens(xa[val_mask])
         c_tr = tens(None if ca is None else ca[tr])
         c_va = tens(None if ca is None else ca[val_mask])
@@ -343,6 +382,11 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     reg = flow.conditioner_weights()
     show = bool(progress) if progress != "auto" else bool(getattr(sys.stderr, "isatty", lambda: False)())
+    local_batch = batch_size
+    if comm is not None:
+        show = show and comm.rank == 0
+        local_batch = -(-batch_size // comm.size)
+        comm.broadcast_module(model)
 
     def penalty() -> torch.Tensor | float:
         out: torch.Tensor | float = 0.0
@@ -366,13 +410,13 @@ def fit(
                 xt, ct = tens(xa_[tr_]), tens(None if ca_ is None else ca_[tr_])
                 wt = tens(None if wa_ is None else wa_[tr_])
                 order = torch.randperm(xt.shape[0], generator=gen, device="cpu").to(device)
-                for s in range(0, xt.shape[0], batch_size):
-                    idx = order[s : s + batch_size]
+                for s in range(0, xt.shape[0], local_batch):
+                    idx = order[s : s + local_batch]
                     yield xt[idx], None if ct is None else ct[idx], None if wt is None else wt[idx]
         else:
             order = torch.randperm(x_tr.shape[0], generator=gen, device="cpu").to(device)
-            for s in range(0, x_tr.shape[0], batch_size):
-                idx = order[s : s + batch_size]
+            for s in range(0, x_tr.shape[0], local_batch):
+                idx = order[s : s + local_batch]
                 yield x_tr[idx], None if c_tr is None else c_tr[idx], None if w_tr is None else w_tr[idx]
 
     def val_batches():
@@ -399,6 +443,8 @@ def fit(
                 num += float(a)
                 den += float(b)
         model.train(was)
+        if comm is not None:
+            num, den = comm.sum([num, den])
         return num / den if den > 0 else math.nan
 
     best_state = copy.deepcopy(model.state_dict())
@@ -409,6 +455,12 @@ def fit(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
+        if comm is not None:
+            # each rank its own dropout masks and batch order; ActNorm initialised identically everywhere
+            torch.manual_seed(seed + 1_000_003 * comm.rank)
+            gen = torch.Generator().manual_seed(seed + 1_000_003 * comm.rank)
+            _init_actnorm(comm, model, flow, train_batches(torch.Generator().manual_seed(seed)))
+            bn_buffers = _batch_norm_buffers(model)
         bar = None
         if show:
             from tqdm.auto import tqdm
@@ -421,7 +473,11 @@ def fit(
                 model.train()
                 rate = opt.param_groups[0]["lr"]
                 num, den, failed_at = 0.0, 0.0, None
-                for b, (xb, cb, wb) in enumerate(train_batches(gen)):
+                if comm is not None:
+                    num, den, failed_at = _distributed_epoch(
+                        comm, model, opt, params, train_batches(gen), penalty, clip_grad_norm, bn_buffers
+                    )
+                for b, (xb, cb, wb) in enumerate(train_batches(gen) if comm is None else ()):
                     opt.zero_grad(set_to_none=True)
                     nll, wsum = _nll_sum(model, xb, cb, wb)
                     if not float(wsum) > 0:
@@ -489,5 +545,103 @@ def fit(
             if bar is not None:
                 bar.close()
     model.load_state_dict(best_state)
+    if comm is not None:
+        comm.broadcast_module(model)  # guard against any drift: rank 0's weights everywhere
     model.eval()
     return history
+
+
+# -- data-parallel pieces (nfhep.distributed) -------------------------------------------------------------
+def _merge_preprocessing(comm, pre) -> None:
+    """Merge the streamed-fit accumulators of every rank (so all ranks get the same preprocessing)."""
+    comm.merge_moments(pre._acc)
+    if getattr(pre, "_acc_c", None) is not None:
+        comm.merge_moments(pre._acc_c)
+
+
+def _batch_norm_buffers(model: nn.Module) -> list[torch.Tensor]:
+    out: list[torch.Tensor] = []
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            out.extend(t for t in (m.running_mean, m.running_var) if t is not None)
+    return out
+
+
+def _init_actnorm(comm, model: nn.Module, flow, batches) -> None:
+    """Run ActNorm's data-dependent initialisation once, on the first batches of all ranks concatenated.
+
+    Every rank runs the same no-grad forward on the same rows, then rank 0's state is broadcast; the
+    other modules' buffers (batch-norm running statistics) are restored to what they were before.
+    """
+    from .flows.transforms import ActNorm
+
+    acts = [m for m in model.modules() if isinstance(m, ActNorm)]
+    if not any(not bool(m.initialized) for m in acts):
+        return
+    first = next(iter(batches), None)
+    local = None if first is None else tuple(None if t is None else t.cpu().numpy() for t in first)
+    parts = [p for p in comm.gather_objects(local) if p is not None]
+    if not parts:
+        return
+    dtype = next(model.parameters()).dtype
+    xb = torch.as_tensor(np.concatenate([p[0] for p in parts]), dtype=dtype)
+    cb = None if parts[0][1] is None else torch.as_tensor(np.concatenate([p[1] for p in parts]), dtype=dtype)
+    keep = {id(t) for m in acts for t in list(m.parameters()) + list(m.buffers())}
+    saved = [(t, t.detach().clone()) for t in model.buffers() if id(t) not in keep]
+    was = model.training
+    model.train()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        model.log_prob(xb, cb)
+    model.train(was)
+    with torch.no_grad():
+        for t, v in saved:
+            t.copy_(v)
+    comm.broadcast_module(model)
+
+
+def _distributed_epoch(comm, model, opt, params, batches, penalty, clip_grad_norm, bn_buffers):
+    """One epoch of synchronous data-parallel steps; returns (nll sum, weight sum, failed batch or None).
+
+    Ranks step together until no rank has a batch left (a rank whose shard is exhausted contributes
+    nothing to the remaining steps). Per step one all-reduce of (has batch, NLL sum, weight sum,
+    non-finite flag) — so every rank takes the same skip / fail decision — and one of the gradients.
+    """
+    it = iter(batches)
+    num, den = 0.0, 0.0
+    b = 0
+    while True:
+        batch = next(it, None)
+        nll = None
+        if batch is not None:
+            xb, cb, wb = batch
+            nll, wsum = _nll_sum(model, xb, cb, wb)
+            stats = [1.0, float(nll.detach()), float(wsum), 0.0 if torch.isfinite(nll) else 1.0]
+        else:
+            stats = [0.0, 0.0, 0.0, 0.0]
+        has, nll_tot, w_tot, bad = comm.sum(stats)
+        if has == 0:
+            return num, den, None
+        if not w_tot > 0:
+            b += 1
+            continue
+        pen = penalty() if comm.rank == 0 else 0.0
+        if bad > 0 or not math.isfinite(nll_tot) or not math.isfinite(float(pen)):
+            return num, den, b
+        opt.zero_grad(set_to_none=True)
+        loss = pen
+        if nll is not None:
+            loss = nll / w_tot + pen
+        if isinstance(loss, torch.Tensor) and loss.requires_grad:
+            loss.backward()
+        comm.sum_grads(params)
+        gnorm = torch.nn.utils.clip_grad_norm_(
+            params, clip_grad_norm if clip_grad_norm is not None else math.inf
+        )
+        if not torch.isfinite(gnorm):
+            return num, den, b
+        opt.step()
+        if bn_buffers:
+            comm.average_(bn_buffers)
+        num += nll_tot
+        den += w_tot
+        b += 1

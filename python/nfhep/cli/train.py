@@ -41,6 +41,15 @@ examples:
   nfhep train 'runs/*.root' --features mjj,ptj --context mass --selection 'njet >= 2 && ptj > 30' \\
       --flow crqs --bijectors 5 --hidden 3x256 --knots 8 --range 6 --epochs 500 -o m.safetensors
   nfhep train --config train.toml --epochs 10      # the file's settings, 10 epochs
+  nfhep train data.root --features a,b --stream --nproc 2 -o m.safetensors   # 2 data-parallel ranks
+  torchrun --nproc-per-node 4 -m nfhep train data.root --features a,b -o m.safetensors
+
+Data-parallel training (--nproc N, or under torchrun): N processes (gloo backend, CPU) each train on
+their share of the data (--stream: chunks k with k % N == rank; in memory: a contiguous block of rows)
+with gradients summed over the ranks, so a step equals the single-process step on the N shares'
+concatenated batch; --batch-size is the global batch. Only rank 0 prints, shows progress and writes the
+model and history. A rank that fails stops the others (non-zero exit); a collective waits at most
+NFHEP_DIST_TIMEOUT seconds (default 300). See docs/flows.md.
 """
 
 __all__ = ["TRAIN_DEFAULTS", "resolve_options", "train_from_options", "history_path"]
@@ -200,6 +209,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip-grad-norm", type=float, default=S, help="clip the gradient norm (off by default)")
     g.add_argument("--val-split", type=float, default=S, help="validation fraction, random and seeded [0.2]")
     g.add_argument("--seed", type=int, default=S, help="seed for weights, split and shuffling [0]")
+    g.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="data-parallel training on N local processes (torch.distributed, gloo); 1 = in this "
+        "process [1]. Under torchrun leave it out: RANK/WORLD_SIZE come from the environment",
+    )
 
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output", default=S, help="model file to write (e.g. model.safetensors; required)")
@@ -372,10 +388,20 @@ def fit_options(opts: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def train_from_options(opts: Mapping[str, Any], *, out=None) -> dict[str, Any]:
-    """Read the data, build and fit the model, save it and its history. Returns a summary dict."""
+def train_from_options(opts: Mapping[str, Any], *, out=None, world=None) -> dict[str, Any]:
+    """Read the data, build and fit the model, save it and its history. Returns a summary dict.
+
+    With ``world`` (an :class:`nfhep.distributed.World` of an initialised process group of size > 1)
+    this process trains its share of the data; only rank 0 prints and writes the files (the other
+    ranks return ``"model": None``).
+    """
     out = out if out is not None else sys.stdout
     import torch
+
+    distributed = world is not None and world.size > 1
+    rank0 = not distributed or world.rank == 0
+    if not rank0:
+        out = open(os.devnull, "w")  # noqa: SIM115 (closed with the process)
 
     from nfhep import io as nio
     from nfhep import modelfile
@@ -392,7 +418,7 @@ def train_from_options(opts: Mapping[str, Any], *, out=None) -> dict[str, Any]:
         selection=opts["selection"],
         drop_bad=opts["drop_bad"],
         step_size=opts["step_size"],
-        progress=not opts["quiet"],
+        progress=not opts["quiet"] and rank0,
     )
     if opts["stream"]:
         data = nio.RootSource(opts["data"], opts["features"], **read_kw)
@@ -406,6 +432,9 @@ def train_from_options(opts: Mapping[str, Any], *, out=None) -> dict[str, Any]:
         + (f"; context {', '.join(opts['context'])}" if opts["context"] else ""),
         file=out,
     )
+    if distributed:
+        how = "chunks k with k % N == rank" if opts["stream"] else "a contiguous block of rows each"
+        print(f"nfhep train: data-parallel over {world.size} ranks (gloo), {how}", file=out)
     torch.manual_seed(int(opts["seed"]))
     model = Model.create(
         opts["flow"],
@@ -415,10 +444,26 @@ def train_from_options(opts: Mapping[str, Any], *, out=None) -> dict[str, Any]:
     )
     if opts["dtype"] == "float64":
         model = model.to(torch.float64)
+    fit_kw = fit_options(opts)
+    if distributed:
+        fit_kw["distributed"] = True
+        if not rank0:
+            fit_kw["progress"] = False
     if opts["stream"]:
-        history = fit(model, data, **fit_options(opts))
+        history = fit(model, data, **fit_kw)
+    elif distributed:
+        from nfhep.distributed import shard_rows
+
+        sl = shard_rows(len(data.x), world.rank, world.size)
+        history = fit(
+            model,
+            data.x[sl],
+            context=None if data.context is None else data.context[sl],
+            weights=None if data.weights is None else data.weights[sl],
+            **fit_kw,
+        )
     else:
-        history = fit(model, data.x, context=data.context, weights=data.weights, **fit_options(opts))
+        history = fit(model, data.x, context=data.context, weights=data.weights, **fit_kw)
     hist = history.to_dict()
     summary = _history_summary(hist, history)
     provenance = {
@@ -428,6 +473,10 @@ def train_from_options(opts: Mapping[str, Any], *, out=None) -> dict[str, Any]:
         "history": summary,
         "training_seconds": round(time.perf_counter() - t0, 3),
     }
+    if distributed:
+        provenance["distributed"] = {"world_size": world.size, "backend": "gloo"}
+    if not rank0:
+        return {"model": None, "history": None, "summary": summary, "model_obj": model}
     path = modelfile.save(model, output, provenance=provenance)
     hpath = history_path(path)
     _write_json_atomic(hpath, {"history": hist, "summary": summary, "options": _jsonable_opts(opts)})
@@ -491,6 +540,69 @@ def _json_default(o: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from nfhep import distributed as nd
+
+    nproc = getattr(args, "nproc", None)
+    if hasattr(args, "nproc"):
+        delattr(args, "nproc")
+    if nproc is not None and (isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1):
+        raise ValueError(f"--nproc must be a positive integer, got {nproc!r}")
+    world = nd.env_world()
+    if world is not None and nproc is not None and nproc > 1:
+        raise ValueError(
+            f"--nproc {nproc} given inside a distributed launch (RANK/WORLD_SIZE set, e.g. by torchrun); "
+            "use one or the other"
+        )
     opts = resolve_options(args)
-    train_from_options(opts)
+    if world is not None and world.size > 1:
+        return _run_rank(opts)
+    if nproc is None or nproc == 1:
+        train_from_options(opts)
+        return 0
+    import tempfile
+
+    output = Path(opts["output"])
+    if not output.resolve().parent.is_dir():
+        raise FileNotFoundError(f"output directory {str(output.resolve().parent)!r} does not exist")
+    fd, cfg = tempfile.mkstemp(prefix=".nfhep-train-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(_jsonable_opts(opts), fh)
+        return nd.launch(nproc, [sys.executable, "-m", "nfhep.cli.train", cfg])
+    finally:
+        os.unlink(cfg)
+
+
+def _run_rank(opts: Mapping[str, Any]) -> int:
+    """One rank of a distributed job: join the process group, train, leave."""
+    import torch.distributed as dist
+
+    from nfhep import distributed as nd
+
+    world = nd.init_from_env()
+    try:
+        train_from_options(opts, world=world)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return 0
+
+
+def _worker_main(argv: Sequence[str]) -> int:
+    """Entry of a rank started by ``nfhep train --nproc N``: ``python -m nfhep.cli.train OPTIONS.json``."""
+    rank = os.environ.get("RANK", "?")
+    try:
+        with open(argv[0], encoding="utf-8") as fh:
+            opts = json.load(fh)
+        return _run_rank(opts)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, OSError, RuntimeError) as err:
+        if os.environ.get("NFHEP_DEBUG"):
+            raise
+        print(f"nfhep train (rank {rank}): error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker_main(sys.argv[1:]))
