@@ -30,6 +30,7 @@
 #include <fstream>
 #include <limits>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -266,6 +267,24 @@ void exercise(const nfhep::Flow& f, std::mt19937_64& rng) {
   f.log_prob(ws, xf.data(), n, of.data(), C ? cf.data() : nullptr);
   std::vector<std::uint8_t> sup(n);
   f.in_support(x.data(), n, sup.data());
+  // sample refuses a non-finite context value (std::invalid_argument naming the feature): check that,
+  // then sample with a finite context.
+  bool finite = true;
+  for (std::size_t j = 0; j < C; ++j) finite = finite && std::isfinite(c[j]);
+  if (!finite) {
+    bool refused = false;
+    try {
+      f.sample(n, rng(), rng() % 1000, s.data(), c.data(), 1, lp.data());
+    } catch (const std::invalid_argument&) {
+      refused = true;
+    }
+    if (!refused) {
+      std::fprintf(stderr, "sample accepted a non-finite context value\n");
+      std::abort();
+    }
+    for (std::size_t j = 0; j < C; ++j)
+      if (!std::isfinite(c[j])) c[j] = 0.5;
+  }
   f.sample(n, rng(), rng() % 1000, s.data(), C ? c.data() : nullptr, C ? 1 : 0, lp.data());
 }
 

@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 import types
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -576,9 +577,16 @@ def _process_task(task: _Task, models: Sequence[_ModelInfo]) -> EvalResult:
         raise portable from None
 
 
-def _dask_task(task: _Task, models: Sequence[_ModelInfo], threads: int | None) -> EvalResult:
+def _dask_task(
+    task: _Task, models: Sequence[_ModelInfo], threads: int | None, abort: str | None = None
+) -> EvalResult | None:
     from . import set_num_threads
 
+    if abort is not None:
+        import distributed
+
+        if distributed.Event(abort).is_set():  # another task failed: do not start (no output)
+            return None
     if threads is not None:
         set_num_threads(int(threads))
     try:
@@ -1078,9 +1086,15 @@ def _run_dask(tasks, infos, scheduler, threads, done, bar) -> None:
         raise TypeError(
             f"scheduler must be an address (str) or a distributed.Client, got {type(scheduler).__name__}"
         )
+    # A failure sets a cluster-wide Event that tasks check before they start, and the remaining
+    # futures are waited for, not cancelled: cancelling cannot stop a task already running on a worker,
+    # which would then link its output after this call had cleaned up. Every output a task did write is
+    # recorded in ``done`` and removed by the caller.
+    abort_name = f"nfhep-eval-abort-{uuid.uuid4().hex}"
+    abort = distributed.Event(abort_name, client=client)
     try:
         futs = [
-            client.submit(_dask_task, t, infos, threads if threads is not None else 1, pure=False)
+            client.submit(_dask_task, t, infos, threads if threads is not None else 1, abort_name, pure=False)
             for t in tasks
         ]
         index = {f.key: i for i, f in enumerate(futs)}
@@ -1089,10 +1103,11 @@ def _run_dask(tasks, infos, scheduler, threads, done, bar) -> None:
             try:
                 r = f.result()
             except BaseException as err:
-                error = error or err
-                for g in futs:
-                    if not g.done():
-                        g.cancel()
+                if error is None:
+                    error = err
+                    abort.set()
+                continue
+            if r is None:
                 continue
             done[index[f.key]] = r
             if bar is not None:
@@ -1100,6 +1115,10 @@ def _run_dask(tasks, infos, scheduler, threads, done, bar) -> None:
         if error is not None:
             raise error
     finally:
+        try:
+            abort.clear()  # frees the scheduler's state for this name
+        except Exception:
+            pass
         if own is not None:
             own.close()
 
