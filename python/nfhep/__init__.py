@@ -51,6 +51,7 @@ _SUBMODULES = {
     "preprocessing",
     "engine",
     "likelihood",
+    "rdf",
 }
 # nfhep.load / nfhep.save / nfhep.FormatError: the model file (nfhep.modelfile), imported on first use
 _MODELFILE = {"load", "save", "FormatError"}
