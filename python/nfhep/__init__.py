@@ -52,6 +52,7 @@ _SUBMODULES = {
     "engine",
     "likelihood",
     "rdf",
+    "cmog",
 }
 # nfhep.load / nfhep.save / nfhep.FormatError: the model file (nfhep.modelfile), imported on first use
 _MODELFILE = {"load", "save", "FormatError"}

@@ -1,0 +1,839 @@
+r"""The CMoG validation study behind ``nfhep bench-quality``: how well do nfhep's flows, with nfhep's
+defaults, learn a correlated mixture of Gaussians of growing dimension?
+
+For every dimension ``D`` (default 4, 8, 16, 32, 64, 100) the target is :class:`nfhep.cmog.CMoG`
+``(D, n_components=3, seed=seed)`` (arXiv:2302.12024). Three independent samples are drawn from it: the
+training sample (``train_events``; :func:`nfhep.train.fit` holds out its usual random 20% for
+validation), the test sample (``test_events``) and a second true sample of the same size (the
+*truth-vs-truth* reference: what the metrics read when the model is perfect). Then for every flow family
+(MAF, RealNVP, C-RQS, A-RQS):
+
+1. build the model with the defaults of ``nfhep train`` (:data:`nfhep.cli.train.TRAIN_DEFAULTS`: 2
+   bijectors, 3x128 hidden units, 8 knots on [-5, 5] for the splines, ReLU, reverse permutations,
+   standardised inputs) and train it with the same defaults (Adam lr 1e-3, batch 512, LR x0.2 after 10
+   flat epochs, early stopping after 20 with the best weights restored, at most 200 epochs);
+2. training also stops at a wall-time budget per run (``max_minutes``), the best weights so far restored
+   (see :func:`_fit_with_deadline`);
+3. the trained model is saved and loaded in the C++ engine (:class:`nfhep.Engine`), which draws
+   ``test_events`` events (timed: sampling events/s) and evaluates :math:`\log q` on the test sample
+   (timed: log-density events/s);
+4. the two-sample metrics of the papers compare the flow's sample with the test sample
+   (:func:`nfhep.metrics.batched_metrics`, ``n_iter`` batches: median KS p-value, SWD, Frobenius norm,
+   HPDIe) plus the classifier two-sample test (:func:`nfhep.metrics.c2st`); the same metrics compare the
+   two true samples;
+5. the test NLL minus the true NLL, :math:`\frac1N\sum_i[\log p(x_i) - \log q(x_i)]` over the test
+   sample, estimates :math:`\mathrm{KL}(p\,\|\,q) \ge 0` (in nats).
+
+:func:`run_study` returns a :class:`StudyResult`; :func:`write_results` writes ``RESULTS.md``,
+``results.json`` and the plots ``ks_vs_dim.png`` and ``swd_ratio_vs_dim.png``.
+
+References
+----------
+arXiv:2302.12024 (the CMoG study of coupling and autoregressive flows), arXiv:2309.09743 (NFlikelihoods:
+the metrics, their batched summaries, the training recipe).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_DIMS",
+    "FAMILIES",
+    "FAMILY_NAMES",
+    "FAST_SETTINGS",
+    "PAPER_FIGURES",
+    "TARGET",
+    "RunResult",
+    "StudyResult",
+    "StudySettings",
+    "TruthReference",
+    "machine_info",
+    "run_study",
+    "target_check",
+    "write_results",
+]
+
+FAMILIES = ("maf", "realnvp", "crqs", "arqs")
+FAMILY_NAMES = {"maf": "MAF", "realnvp": "RealNVP", "crqs": "C-RQS", "arqs": "A-RQS"}
+DEFAULT_DIMS = (4, 8, 16, 32, 64, 100)
+
+#: The issue's target: at these D the best family reaches median KS p >= ks_p and SWD <= swd_ratio x truth.
+TARGET = {"dims": (32, 100), "ks_p": 0.45, "swd_ratio": 2.0}
+
+#: What the papers report (docs/REFERENCE: arXiv:2309.09743 results, arXiv:2302.12024 set-up), shown
+#: beside nfhep's numbers in RESULTS.md.
+PAPER_FIGURES = {
+    "ks_p_median": "0.455 - 0.496 (NFlikelihoods, arXiv:2309.09743, test sets 1-5e5; optimum 0.5)",
+    "w1_median": "5.6e-5 - 5.4e-3 (median 1-D Wasserstein, arXiv:2309.09743)",
+    "frobenius": "0.22 - 1.15 (arXiv:2309.09743)",
+    "hpdie": "1e-3 - 1e-2 at 1/2/3 sigma (arXiv:2309.09743)",
+    "training_time": "300 s - 20,000 s on a GPU (arXiv:2309.09743); hours on a Tesla A40 (arXiv:2302.12024)",
+    "cmog_setup": (
+        "arXiv:2302.12024: CMoG with 3 components, D = 4 ... 1000, 1e5 training and 1e5 test events; "
+        "C-RQS 5 layers 3x512, 8 bins, range +-16; A-RQS 2 layers 3x256, 12 bins, range +-16; "
+        "1000 epochs, patience 50 (GPU)"
+    ),
+}
+
+
+@dataclass
+class StudySettings:
+    """What the study runs; see :func:`run_study`. ``fast`` only records that ``--fast`` chose them."""
+
+    dims: tuple[int, ...] = DEFAULT_DIMS
+    families: tuple[str, ...] = FAMILIES
+    train_events: int = 100_000
+    test_events: int = 100_000
+    n_iter: int = 10
+    max_minutes: float = 3.0
+    max_epochs: int | None = None  # None: nfhep's default (200)
+    c2st_events: int = 5000
+    c2st_folds: int = 5
+    n_components: int = 3
+    seed: int = 0
+    fast: bool = False
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad setting."""
+        if not self.dims:
+            raise ValueError("StudySettings: 'dims' is empty")
+        for d in self.dims:
+            if isinstance(d, bool) or not isinstance(d, int) or d < 2:
+                raise ValueError(f"StudySettings: every dimension must be an integer >= 2, got {d!r}")
+        if not self.families:
+            raise ValueError("StudySettings: 'families' is empty")
+        for f in self.families:
+            if f not in FAMILIES:
+                raise ValueError(f"StudySettings: unknown flow family {f!r}; known: {', '.join(FAMILIES)}")
+        for name in ("train_events", "test_events", "n_iter", "c2st_events", "c2st_folds", "n_components"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"StudySettings: {name!r} must be a positive integer, got {v!r}")
+        if self.test_events // self.n_iter < 2:
+            raise ValueError(
+                f"StudySettings: test_events ({self.test_events}) must give at least 2 events per batch "
+                f"for n_iter = {self.n_iter}"
+            )
+        if self.train_events < 10:
+            raise ValueError(f"StudySettings: 'train_events' must be >= 10, got {self.train_events}")
+        if not (isinstance(self.max_minutes, (int, float)) and self.max_minutes > 0):
+            raise ValueError(f"StudySettings: 'max_minutes' must be > 0, got {self.max_minutes!r}")
+        if self.max_epochs is not None and (
+            isinstance(self.max_epochs, bool) or not isinstance(self.max_epochs, int) or self.max_epochs < 1
+        ):
+            raise ValueError(
+                f"StudySettings: 'max_epochs' must be a positive integer, got {self.max_epochs!r}"
+            )
+
+
+#: ``nfhep bench-quality --fast``: a minutes-long subset (explicit options override these).
+FAST_SETTINGS = {
+    "dims": (4, 8),
+    "train_events": 20_000,
+    "test_events": 10_000,
+    "max_minutes": 0.5,
+    "max_epochs": 30,
+    "c2st_events": 2000,
+    "c2st_folds": 3,
+}
+
+
+@dataclass
+class TruthReference:
+    """Per dimension: the metrics of the test sample against a second true sample of the same size."""
+
+    dim: int
+    metrics: dict[str, Any]
+    c2st_auc: float
+    c2st_auc_std: float
+    true_nll: float
+    cmog: dict[str, Any]
+
+
+@dataclass
+class RunResult:
+    """One (dimension, family) run."""
+
+    dim: int
+    family: str
+    epochs_cap: int = 0  # the epoch limit given to fit (nfhep's default 200, or --max-epochs)
+    epochs_run: int = 0
+    best_epoch: int | None = None
+    stop_reason: str = ""
+    train_seconds: float = math.nan
+    metrics: dict[str, Any] = field(default_factory=dict)
+    c2st_auc: float = math.nan
+    c2st_auc_std: float = math.nan
+    test_nll: float = math.nan
+    true_nll: float = math.nan
+    logp_events_per_s: float = math.nan
+    sample_events_per_s: float = math.nan
+    n_parameters: int = 0
+    error: str | None = None
+
+    @property
+    def delta_nll(self) -> float:
+        """Test NLL minus true NLL (nats), an estimate of KL(p || q)."""
+        return self.test_nll - self.true_nll
+
+    def ks_p(self) -> float:
+        return float(self.metrics.get("ks_pvalue", {}).get("median", math.nan))
+
+    def swd(self) -> float:
+        return float(self.metrics.get("swd", {}).get("mean", math.nan))
+
+
+@dataclass
+class StudyResult:
+    """Everything :func:`write_results` needs."""
+
+    settings: StudySettings
+    truth: dict[int, TruthReference]
+    runs: list[RunResult]
+    machine: dict[str, Any]
+    started: str
+    finished: str
+    wall_seconds: float
+    command: str = ""
+    complete: bool = True
+
+    def run(self, dim: int, family: str) -> RunResult | None:
+        for r in self.runs:
+            if r.dim == dim and r.family == family:
+                return r
+        return None
+
+    def swd_ratio(self, r: RunResult) -> float:
+        ref = self.truth[r.dim].metrics["swd"]["mean"]
+        return r.swd() / ref if ref > 0 else math.nan
+
+
+# -- machine ----------------------------------------------------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    """CPU model, CPUs usable, load average, memory, Python/torch/nfhep versions and build (SIMD, threads)."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    }
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemTotal"):
+                    info["memory_gib"] = round(int(line.split()[1]) / 2**20, 1)
+                    break
+    except OSError:
+        pass
+    try:
+        info["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
+    try:
+        import nfhep
+
+        b = nfhep.build_info()
+        info.update(
+            nfhep=b.get("version"),
+            simd=b.get("simd"),
+            nfhep_threads=b.get("num_threads"),
+            torch=b.get("torch"),
+            blas=b.get("blas"),
+        )
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+    except Exception as err:  # pragma: no cover - informative only
+        info["nfhep"] = f"unavailable ({err})"
+    info["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS")
+    return info
+
+
+# -- the study --------------------------------------------------------------------------------------------
+def _rng(seed: int, dim: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, dim, stream])
+
+
+def _train_options(family: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    from nfhep.cli.train import TRAIN_DEFAULTS, fit_options, flow_options
+
+    opts = dict(TRAIN_DEFAULTS)
+    opts["flow"] = family
+    opts["quiet"] = True
+    return flow_options(opts), fit_options(opts)
+
+
+def _fit_with_deadline(model, x: np.ndarray, fit_kw: dict[str, Any], seconds: float):
+    """:func:`nfhep.train.fit` with nfhep's defaults, stopped at a wall-time deadline.
+
+    Past the deadline the model's ``log_prob`` returns NaN, which :func:`~nfhep.train.fit` handles as
+    documented: the epoch ends without an update and the best weights so far are restored; after
+    ``max_failures`` (3) such epochs training stops, the model holding its best (lowest validation loss)
+    weights. Each of those epochs costs one batch and one validation pass. Returns ``(history,
+    hit_deadline)``; the failed epochs are removed from the history.
+    """
+    from nfhep.model import Model
+    from nfhep.train import fit
+
+    deadline = time.perf_counter() + seconds
+    hit = [False]
+
+    def log_prob(x, context=None):
+        out = Model.log_prob(model, x, context)
+        if time.perf_counter() > deadline:
+            hit[0] = True
+            return out * float("nan")
+        return out
+
+    model.log_prob = log_prob  # an instance attribute, shadowing the method during fit only
+    try:
+        hist = fit(model, x, **fit_kw)
+    finally:
+        del model.log_prob
+    if hit[0]:  # drop the trailing epochs failed on purpose (earlier genuine failures stay)
+        n = len(hist.loss)
+        while n and not math.isfinite(hist.loss[n - 1]):
+            n -= 1
+        for name in ("loss", "val_loss", "lr", "seconds"):
+            setattr(hist, name, getattr(hist, name)[:n])
+        hist.failures = [f for f in hist.failures if f["epoch"] < n]
+        hist.stop_reason = "time_budget"
+    return hist, hit[0]
+
+
+def _metrics_summary(
+    ref: np.ndarray, other: np.ndarray, s: StudySettings
+) -> tuple[dict[str, Any], float, float]:
+    from nfhep.metrics import batched_metrics, c2st
+
+    bm = batched_metrics(ref, other, n_iter=s.n_iter, seed=s.seed)
+    c = c2st(ref, other, max_events=s.c2st_events, n_folds=s.c2st_folds, seed=s.seed)
+    return bm.summary(), float(c.auc), float(c.auc_std)
+
+
+def _one_run(
+    dim: int,
+    family: str,
+    target,
+    x_train: np.ndarray,
+    x_test: np.ndarray,
+    logp_test: np.ndarray,
+    s: StudySettings,
+    workdir: Path,
+    log: Callable[[str], None],
+) -> RunResult:
+    import torch
+
+    from nfhep import Engine, modelfile
+    from nfhep.model import Model
+
+    res = RunResult(dim=dim, family=family, true_nll=float(-logp_test.mean()))
+    flow_kw, fit_kw = _train_options(family)
+    budget = 60.0 * float(s.max_minutes)
+    cap = int(s.max_epochs) if s.max_epochs is not None else int(fit_kw["epochs"])
+    torch.manual_seed(s.seed)
+    model = Model.create(family, [f"x{i}" for i in range(dim)], **flow_kw)
+    res.n_parameters = int(sum(p.numel() for p in model.parameters()))
+    res.epochs_cap = cap
+    t1 = time.perf_counter()
+    hist, _ = _fit_with_deadline(model, x_train, {**fit_kw, "epochs": cap, "progress": False}, budget)
+    res.train_seconds = time.perf_counter() - t1
+    res.epochs_run = len(hist.loss)
+    res.best_epoch = hist.best_epoch
+    res.stop_reason = hist.stop_reason
+    path = workdir / f"cmog{dim}_{family}.safetensors"
+    modelfile.save(model, path, provenance={"study": "nfhep bench-quality", "cmog": repr(target)})
+    eng = Engine(path)
+    n = len(x_test)
+    t2 = time.perf_counter()
+    sample = eng.sample(n, seed=s.seed + 17, dtype="float64")
+    res.sample_events_per_s = n / (time.perf_counter() - t2)
+    t3 = time.perf_counter()
+    logq = eng.log_prob(x_test)
+    res.logp_events_per_s = n / (time.perf_counter() - t3)
+    res.test_nll = float(-np.mean(logq.astype(np.float64)))
+    bad = int((~np.isfinite(sample)).any(axis=1).sum())
+    if bad:
+        raise ValueError(f"the flow's sample has {bad} event(s) with NaN/inf")
+    res.metrics, res.c2st_auc, res.c2st_auc_std = _metrics_summary(x_test, np.asarray(sample, np.float64), s)
+    log(
+        f"  D={dim} {FAMILY_NAMES[family]}: {res.epochs_run}/{res.epochs_cap} epochs ({res.stop_reason}) "
+        f"in {res.train_seconds:.0f} s; KS p {res.ks_p():.3f}, SWD {res.swd():.3g}, "
+        f"dNLL {res.delta_nll:.3g}, C2ST {res.c2st_auc:.3f}"
+    )
+    return res
+
+
+def run_study(
+    settings: StudySettings,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    command: str = "",
+    on_run: Callable[[StudyResult], None] | None = None,
+) -> StudyResult:
+    """Run the CMoG study (see the module documentation).
+
+    Parameters
+    ----------
+    settings : StudySettings
+        Dimensions, families, sample sizes, time budget per run, seeds.
+    progress : bool
+        A tqdm bar over the runs (on stderr).
+    log : callable, optional
+        Receives one line per finished run (default: print to stdout).
+    command : str
+        The command line, recorded in RESULTS.md.
+    on_run : callable, optional
+        Called after every run with the partial result (``complete=False``), e.g. to rewrite the outputs so
+        that an interrupted study leaves its finished runs behind.
+
+    Returns
+    -------
+    StudyResult
+        A run that fails (e.g. NaN samples) is kept with its ``error`` and NaN metrics; the study goes on.
+    """
+    from nfhep.cmog import CMoG
+
+    settings.validate()
+    say = log if log is not None else (lambda m: print(m, flush=True))
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    machine = machine_info()
+    t_all = time.perf_counter()
+    truth: dict[int, TruthReference] = {}
+    runs: list[RunResult] = []
+
+    def snapshot(complete: bool) -> StudyResult:
+        return StudyResult(
+            settings=settings,
+            truth=dict(truth),
+            runs=list(runs),
+            machine={**machine, "load_average_end": [round(v, 2) for v in os.getloadavg()]},
+            started=started,
+            finished=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            wall_seconds=time.perf_counter() - t_all,
+            command=command,
+            complete=complete,
+        )
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(settings.dims) * len(settings.families), desc="bench-quality", unit="run")
+    try:
+        with tempfile.TemporaryDirectory(prefix="nfhep-bench-quality-") as tmp:
+            for dim in settings.dims:
+                target = CMoG(dim, settings.n_components, seed=settings.seed)
+                x_train = target.sample(settings.train_events, _rng(settings.seed, dim, 1))
+                x_test = target.sample(settings.test_events, _rng(settings.seed, dim, 2))
+                x_ref = target.sample(settings.test_events, _rng(settings.seed, dim, 3))
+                logp_test = target.log_prob(x_test)
+                m, auc, auc_std = _metrics_summary(x_test, x_ref, settings)
+                p = target.params()
+                truth[dim] = TruthReference(
+                    dim=dim,
+                    metrics=m,
+                    c2st_auc=auc,
+                    c2st_auc_std=auc_std,
+                    true_nll=float(-logp_test.mean()),
+                    cmog={
+                        "weights": [round(float(w), 4) for w in p["weights"]],
+                        "box": list(p["box"]),
+                        "std_range": list(p["std_range"]),
+                        "eigen_range": list(p["eigen_range"]),
+                        "covariance": p["covariance_mode"],
+                        "max_condition_number": float(np.linalg.cond(p["covariances"]).max()),
+                    },
+                )
+                say(
+                    f"D={dim}: truth vs truth KS p {m['ks_pvalue']['median']:.3f}, "
+                    f"SWD {m['swd']['mean']:.3g}, "
+                    f"C2ST {auc:.3f}; true NLL {truth[dim].true_nll:.4g}"
+                )
+                for family in settings.families:
+                    if bar is not None:
+                        bar.set_postfix_str(f"D={dim} {FAMILY_NAMES[family]}")
+                    try:
+                        r = _one_run(
+                            dim, family, target, x_train, x_test, logp_test, settings, Path(tmp), say
+                        )
+                    except (ValueError, RuntimeError, FloatingPointError) as err:
+                        r = RunResult(dim=dim, family=family, error=f"{type(err).__name__}: {err}")
+                        say(f"  D={dim} {FAMILY_NAMES[family]}: FAILED ({r.error})")
+                    runs.append(r)
+                    if bar is not None:
+                        bar.update(1)
+                    if on_run is not None:
+                        on_run(snapshot(False))
+    finally:
+        if bar is not None:
+            bar.close()
+    return snapshot(True)
+
+
+# -- reporting --------------------------------------------------------------------------------------------
+def target_check(result: StudyResult) -> list[dict[str, Any]]:
+    """Per target dimension that was run: the best family (highest median KS p) and whether it meets
+    :data:`TARGET` (median KS p >= 0.45 and SWD <= 2x truth-vs-truth)."""
+    out = []
+    for dim in TARGET["dims"]:
+        cands = [r for r in result.runs if r.dim == dim and r.error is None and math.isfinite(r.ks_p())]
+        if not cands:
+            continue
+        best = max(cands, key=lambda r: r.ks_p())
+        ratio = result.swd_ratio(best)
+        out.append(
+            {
+                "dim": dim,
+                "family": best.family,
+                "ks_p": best.ks_p(),
+                "swd_ratio": ratio,
+                "ks_ok": best.ks_p() >= TARGET["ks_p"],
+                "swd_ok": ratio <= TARGET["swd_ratio"],
+            }
+        )
+    return out
+
+
+def _f(v: Any, fmt: str = ".3g") -> str:
+    if v is None:
+        return "-"
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return format(v, fmt)
+
+
+def _pm(d: dict[str, Any], key: str, fmt: str = ".3g") -> str:
+    return f"{_f(d.get(key), fmt)} ± {_f(d.get('std'), '.2g')}"
+
+
+def _rate(v: float) -> str:
+    if not math.isfinite(v):
+        return "nan"
+    return f"{v / 1e3:.3g}k" if v < 1e6 else f"{v / 1e6:.3g}M"
+
+
+def results_markdown(result: StudyResult) -> str:
+    """RESULTS.md: settings, machine, the target check, one table per dimension, papers' figures."""
+    s = result.settings
+    m = result.machine
+    lines = [
+        "# nfhep bench-quality: the CMoG study (arXiv:2302.12024) with nfhep's defaults",
+        "",
+        f"Produced by `{result.command or 'nfhep bench-quality'}` ({result.started} to {result.finished}, "
+        f"{result.wall_seconds / 60:.1f} min wall). What the columns mean: [docs/quality.md]"
+        "(../../docs/quality.md).",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m.get('cpu', '?')}, {m.get('cpus_usable', '?')} usable CPUs, "
+        f"{m.get('memory_gib', '?')} GiB; "
+        f"load average at start {m.get('load_average')}, at end {m.get('load_average_end')} (shared machine)",
+        f"- {m.get('platform')}, Python {m.get('python')}, torch {m.get('torch')} ({m.get('torch_threads')} "
+        f"threads, OMP_NUM_THREADS={m.get('OMP_NUM_THREADS')}), nfhep {m.get('nfhep')} "
+        f"(SIMD {m.get('simd')}, "
+        f"{m.get('nfhep_threads')} C++ threads), BLAS {m.get('blas')}",
+        "",
+        "## Settings",
+        "",
+        f"- Target: `nfhep.cmog.CMoG(D, n_components={s.n_components}, seed={s.seed})`, D in "
+        f"{', '.join(map(str, s.dims))}: correlated components, means uniform in the box (0, 10), standard "
+        "deviations uniform in (0.1, 1), random correlation matrices (eigenvalues uniform in (0.1, 1) before "
+        "normalisation), weights "
+        + (
+            ", ".join(str(w) for w in next(iter(result.truth.values())).cmog["weights"])
+            if result.truth
+            else "?"
+        )
+        + ".",
+        f"- Samples per D (independent streams `default_rng([{s.seed}, D, k])`): {s.train_events:,} training "
+        f"events (20% of them held out for validation by `nfhep.train.fit`), {s.test_events:,} test events, "
+        f"{s.test_events:,} more true events for the truth-vs-truth reference; the flow draws "
+        f"{s.test_events:,} events with the C++ engine.",
+        "- Flows and training: the defaults of `nfhep train` for every family (2 bijectors, 3x128 hidden "
+        "units, ReLU, reverse permutation; splines 8 knots on [-5, 5] in standardised units; Adam lr 1e-3, "
+        "batch 512, LR x0.2 after 10 flat epochs, early stopping patience 20 with best weights, "
+        f"at most {s.max_epochs if s.max_epochs is not None else 200} epochs).",
+        f"- Time budget: {s.max_minutes:g} min of training per (D, family) run: past it training stops "
+        "and the best weights so far (lowest validation loss) are restored (stop reason `time_budget`); "
+        "`early_stopping` and `max_epochs` are nfhep's own stops.",
+        f"- Metrics (flow sample vs test sample, and true sample vs test sample): `nfhep.metrics."
+        f"batched_metrics` with n_iter = {s.n_iter} batches of {s.test_events // s.n_iter:,} events (KS "
+        "p-value: mean over batches, median over dimensions, ± std over batches of the median; SWD with 2D "
+        "directions; Frobenius norm of the correlation difference, full matrix; HPDIe at 68.3% / 95.4% / "
+        f"99.7%, endpoint variant, median over dimensions), C2ST AUC (MLP 64x64, {s.c2st_events} events per "
+        f"sample, {s.c2st_folds} folds; 0.5 is ideal), ΔNLL = test NLL − true NLL in nats "
+        "(estimates KL(p‖q)).",
+        "",
+    ]
+    if not result.complete:
+        n_all = len(s.dims) * len(s.families)
+        lines += [f"**Partial: {len(result.runs)} of {n_all} runs finished when this file was written.**", ""]
+    if s.fast:
+        lines += [
+            "**This is a `--fast` run (a small subset): read it as a smoke test, not as the study.**",
+            "",
+        ]
+
+    lines += ["## Target check", ""]
+    checks = target_check(result)
+    if not checks:
+        lines += [
+            f"The target dimensions {TARGET['dims']} were not run here "
+            f"(target: best family median KS p ≥ {TARGET['ks_p']} and SWD ≤ {TARGET['swd_ratio']:g}× "
+            "truth-vs-truth).",
+            "",
+        ]
+    else:
+        lines += [
+            "Target (issue 16): at D = 32 and D = 100 the best family reaches median KS p ≥ "
+            f"{TARGET['ks_p']} and "
+            f"SWD ≤ {TARGET['swd_ratio']:g}× truth-vs-truth.",
+            "",
+            "| D | best family (by KS p) | median KS p | SWD / truth SWD | KS target | SWD target |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in checks:
+            lines.append(
+                f"| {c['dim']} | {FAMILY_NAMES[c['family']]} | {_f(c['ks_p'])} | {_f(c['swd_ratio'])} | "
+                f"{'met' if c['ks_ok'] else 'NOT met'} | {'met' if c['swd_ok'] else 'NOT met'} |"
+            )
+        lines.append("")
+
+    lines += ["## Results per dimension", ""]
+    hdr = (
+        "| flow | median KS p | SWD | SWD / truth | Frobenius | HPDIe 68% / 95% / 99.7% | C2ST AUC "
+        "| ΔNLL (nats) "
+        "| epochs (best, stop) | train s | log p ev/s | sample ev/s |"
+    )
+    sep = "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    for dim in s.dims:
+        t = result.truth.get(dim)
+        if t is None:
+            continue
+        lines += [
+            f"### D = {dim}",
+            "",
+            f"True NLL {_f(t.true_nll, '.5g')} nats; largest condition number of a component covariance "
+            f"{_f(t.cmog['max_condition_number'], '.3g')}.",
+            "",
+            hdr,
+            sep,
+        ]
+        tm = t.metrics
+        hp = tm["hpdie"]
+        lines.append(
+            f"| truth vs truth | {_pm(tm['ks_pvalue'], 'median')} | {_pm(tm['swd'], 'mean')} | 1 | "
+            f"{_pm(tm['frobenius'], 'mean')} | {' / '.join(_f(v['median'], '.2g') for v in hp.values())} | "
+            f"{_f(t.c2st_auc)} ± {_f(t.c2st_auc_std, '.2g')} | 0 | - | - | - | - |"
+        )
+        for fam in s.families:
+            r = result.run(dim, fam)
+            if r is None:
+                continue
+            if r.error is not None:
+                lines.append(f"| {FAMILY_NAMES[fam]} | failed: {r.error} |" + " |" * 10)
+                continue
+            rm = r.metrics
+            hp = rm["hpdie"]
+            lines.append(
+                f"| {FAMILY_NAMES[fam]} | {_pm(rm['ks_pvalue'], 'median')} | {_pm(rm['swd'], 'mean')} | "
+                f"{_f(result.swd_ratio(r))} | {_pm(rm['frobenius'], 'mean')} | "
+                f"{' / '.join(_f(v['median'], '.2g') for v in hp.values())} | "
+                f"{_f(r.c2st_auc)} ± {_f(r.c2st_auc_std, '.2g')} | {_f(r.delta_nll)} | "
+                f"{r.epochs_run} ({'-' if r.best_epoch is None else r.best_epoch + 1}, "
+                f"{r.stop_reason.split(':')[0]}) | "
+                f"{_f(r.train_seconds, '.0f')} | "
+                f"{_rate(r.logp_events_per_s)} | {_rate(r.sample_events_per_s)} |"
+            )
+        lines.append("")
+
+    lines += [
+        "## Summary plots",
+        "",
+        "![median KS p-value vs D](ks_vs_dim.png)",
+        "",
+        "![SWD / truth-vs-truth SWD vs D](swd_ratio_vs_dim.png)",
+        "",
+        "## The papers' figures beside ours",
+        "",
+        "| quantity | papers | nfhep here (best family per D) |",
+        "|---|---|---|",
+    ]
+    best = {}
+    for dim in s.dims:
+        c = [r for r in result.runs if r.dim == dim and r.error is None and math.isfinite(r.ks_p())]
+        if c:
+            best[dim] = max(c, key=lambda r: r.ks_p())
+
+    def per_dim(fn: Callable[[RunResult], str]) -> str:
+        return "; ".join(f"D={d}: {fn(r)} ({FAMILY_NAMES[r.family]})" for d, r in best.items()) or "-"
+
+    lines += [
+        f"| median KS p-value | {PAPER_FIGURES['ks_p_median']} | {per_dim(lambda r: _f(r.ks_p()))} |",
+        f"| median 1-D W1 | {PAPER_FIGURES['w1_median']} | "
+        f"{per_dim(lambda r: _f(r.metrics['w1']['median']))} |",
+        f"| Frobenius norm | {PAPER_FIGURES['frobenius']} | "
+        f"{per_dim(lambda r: _f(r.metrics['frobenius']['mean']))} |",
+        f"| HPDIe (68%) | {PAPER_FIGURES['hpdie']} | "
+        f"{per_dim(lambda r: _f(next(iter(r.metrics['hpdie'].values()))['median'], '.2g'))} |",
+        f"| training time | {PAPER_FIGURES['training_time']} | "
+        f"{per_dim(lambda r: _f(r.train_seconds, '.0f') + ' s')} |",
+        "",
+        f"Set-up of the CMoG paper: {PAPER_FIGURES['cmog_setup']}. The NFlikelihood figures are for the "
+        "papers' likelihoods (LHC-like toy, ElectroWeak and flavour fits), not for CMoG; the per-dimension "
+        "tables of arXiv:2302.12024 are not transcribed here. nfhep's runs use the *default* hyperparameters "
+        "(smaller networks, range ±5) and a CPU time budget instead of the papers' tuned architectures and "
+        "1000 GPU epochs.",
+        "",
+        "Raw numbers: [results.json](results.json).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _atomic_write(path: Path, data: str) -> None:
+    from nfhep.metrics._plots import publish_mode
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+        publish_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.generic):
+        return _jsonable(o.item())
+    return o
+
+
+def _plots(result: StudyResult, out: Path) -> list[Path]:
+    from nfhep.metrics._plots import _save, hep_style
+
+    s = result.settings
+    dims = [d for d in s.dims if d in result.truth]
+    paths = []
+    with hep_style() as plt:
+        for name, ylabel, value, truth_value, line in (
+            (
+                "ks_vs_dim.png",
+                "median KS p-value",
+                lambda r: r.ks_p(),
+                lambda d: result.truth[d].metrics["ks_pvalue"]["median"],
+                TARGET["ks_p"],
+            ),
+            (
+                "swd_ratio_vs_dim.png",
+                "SWD / truth-vs-truth SWD",
+                result.swd_ratio,
+                lambda d: 1.0,
+                TARGET["swd_ratio"],
+            ),
+        ):
+            fig, ax = plt.subplots(figsize=(6.4, 5.0))
+            for fam in s.families:
+                pts = [
+                    (d, value(r)) for d in dims if (r := result.run(d, fam)) is not None and r.error is None
+                ]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), marker="o", label=FAMILY_NAMES[fam])
+            ax.plot(dims, [truth_value(d) for d in dims], "k--", marker="x", label="truth vs truth")
+            ax.axhline(line, color="grey", lw=1, ls=":", label=f"target {line:g}")
+            ax.set_xscale("log")
+            ax.set_xticks(dims)
+            ax.set_xticklabels([str(d) for d in dims])
+            ax.minorticks_off()
+            if name.startswith("swd"):
+                ax.set_yscale("log")
+            ax.set_xlabel("dimension D")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"CMoG, nfhep defaults, {s.max_minutes:g} min/run", fontsize=11)
+            ax.legend(fontsize=9)
+            p = out / name
+            _save(fig, p)
+            plt.close(fig)
+            paths.append(p)
+    return paths
+
+
+def write_results(result: StudyResult, out_dir: str | os.PathLike) -> list[Path]:
+    """Write ``RESULTS.md``, ``results.json``, ``ks_vs_dim.png`` and ``swd_ratio_vs_dim.png`` into
+    ``out_dir`` (created if needed; each file written to a temporary name, then renamed)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = _plots(result, out)
+    data = {
+        "settings": asdict(result.settings),
+        "machine": result.machine,
+        "started": result.started,
+        "finished": result.finished,
+        "wall_seconds": result.wall_seconds,
+        "command": result.command,
+        "complete": result.complete,
+        "truth": {str(d): asdict(t) for d, t in result.truth.items()},
+        "runs": [{**asdict(r), "delta_nll": r.delta_nll} for r in result.runs],
+        "target": {**TARGET, "check": target_check(result)},
+    }
+    _atomic_write(out / "results.json", json.dumps(_jsonable(data), indent=1) + "\n")
+    _atomic_write(out / "RESULTS.md", results_markdown(result))
+    return [out / "RESULTS.md", out / "results.json", *paths]
+
+
+def settings_from(
+    *,
+    fast: bool = False,
+    dims: Sequence[int] | None = None,
+    families: Sequence[str] | None = None,
+    **overrides: Any,
+) -> StudySettings:
+    """Defaults < ``--fast`` subset < explicit values (``None`` = not given)."""
+    kw: dict[str, Any] = {}
+    if fast:
+        kw.update(FAST_SETTINGS)
+        kw["fast"] = True
+    if dims is not None:
+        kw["dims"] = tuple(int(d) for d in dims)
+    if families is not None:
+        kw["families"] = tuple(families)
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    s = StudySettings(**kw)
+    s.validate()
+    return s
