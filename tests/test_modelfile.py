@@ -238,7 +238,11 @@ def test_corrupted_header(saved, tmp_path):
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (lambda d: {**d, "version": 2}, "version 2 is not supported.*upgrade nfhep"),
+        (lambda d: {**d, "version": 3}, "version 3 is not supported.*upgrade nfhep"),
+        (
+            lambda d: {**d, "preprocessing": {**d["preprocessing"], "kinds": None}},
+            "version 1.*'kinds'",
+        ),
         (lambda d: {**d, "version": "1"}, "version '1' is not supported"),
         (lambda d: {**d, "version": 0}, "version 0 is not supported"),
         (lambda d: {**d, "format": "other-flow"}, "format 'other-flow'"),

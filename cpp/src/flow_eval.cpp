@@ -242,6 +242,99 @@ void transform(const Model<T>& m, int mode, const T* in, T* prm, std::size_t n, 
 }
 
 // -- preprocessing -----------------------------------------------------------------------------------------
+// Version-2 helpers (docs/model-format.md section 5), in the model's precision as nfhep.preprocessing.
+
+// torch.remainder: the result has the sign of the divisor.
+template <class T>
+inline T remainder_t(T a, T w) {
+  T r = std::fmod(a, w);
+  if (r != T(0) && ((w < T(0)) != (r < T(0)))) r += w;
+  return r;
+}
+
+template <class T>
+inline T wrap_period(T x, T a, T b) {
+  T y = a + remainder_t(x, b - a);
+  return y >= b ? a : y;
+}
+
+template <class T>
+inline bool matches(T x, T v) {
+  return std::abs(x - v) <= static_cast<T>(kMatchTol) * std::max(T(1), std::abs(v));
+}
+
+// Index of the nearest allowed value (ties to the upper one, as torch.searchsorted + the comparison).
+template <class T>
+inline std::size_t nearest(const std::vector<T>& vals, T x) {
+  std::size_t idx = static_cast<std::size_t>(std::lower_bound(vals.begin(), vals.end(), x) - vals.begin());
+  if (idx >= vals.size()) idx = vals.size() - 1;
+  const std::size_t lo = idx > 0 ? idx - 1 : 0;
+  return std::abs(x - vals[lo]) < std::abs(vals[idx] - x) ? lo : idx;
+}
+
+// The log/bound map of feature j (PreKind): v -> u; false outside its support.
+template <class T>
+inline bool continuum(const Model<T>& m, std::size_t j, T v, T& u, double& ld) {
+  switch (m.pre_kind[j]) {
+    case PreKind::identity:
+      u = v;
+      return true;
+    case PreKind::log:
+      if (!(v > T(0))) return false;
+      u = std::log(v);
+      ld -= u;
+      return true;
+    case PreKind::two_sided: {
+      if (!(v > m.lo_t[j] && v < m.hi_t[j])) return false;
+      const T a = std::log(v - m.lo_t[j]);
+      const T b = std::log(m.hi_t[j] - v);
+      u = a - b;
+      ld += static_cast<double>(m.log_width[j]) - a - b;
+      return true;
+    }
+    case PreKind::lower:
+      if (!(v > m.lo_t[j])) return false;
+      u = std::log(v - m.lo_t[j]);
+      ld -= u;
+      return true;
+    case PreKind::upper:
+      if (!(v < m.hi_t[j])) return false;
+      u = std::log(m.hi_t[j] - v);
+      ld -= u;
+      return true;
+  }
+  return false;
+}
+
+// One feature x -> v (before standardisation); false outside the support (v = 0, ld unchanged then).
+template <class T>
+inline bool to_v(const Model<T>& m, std::size_t j, T x, T& v, double& ld) {
+  switch (m.special[j]) {
+    case Special::none:
+      break;
+    case Special::periodic:
+      x = wrap_period((x - m.shift[j]) - m.period_a[j], m.period_a[j], m.period_b[j]);
+      break;
+    case Special::discrete: {
+      const std::size_t k = nearest(m.values[j], x);
+      if (!matches(x, m.values[j][k])) return false;
+      v = static_cast<T>(k) + T(0.5);
+      return true;
+    }
+    case Special::spike:
+      if (matches(x, m.spike[j])) {
+        v = m.cell0[j] + (m.cell1[j] - m.cell0[j]) * T(0.5);
+        ld += m.log_cell[j];
+        return true;
+      }
+      break;
+  }
+  double l = 0;
+  if (!continuum(m, j, x, v, l)) return false;
+  ld += l;
+  return true;
+}
+
 template <class T, class In>
 void preprocess(const Model<T>& m, const In* x, std::size_t R, Scratch<T>& s) {
   const std::size_t D = m.D;
@@ -257,49 +350,9 @@ void preprocess(const Model<T>& m, const In* x, std::size_t R, Scratch<T>& s) {
       } else if (std::isinf(v)) {  // density 0 at infinity
         bad = bad ? bad : 1;
         u = T(0);
-      } else {
-        switch (m.pre_kind[j]) {
-          case PreKind::identity:
-            break;
-          case PreKind::log:
-            if (v > T(0)) {
-              u = std::log(v);
-              ld -= u;
-            } else {
-              bad = bad ? bad : 1;
-              u = T(0);
-            }
-            break;
-          case PreKind::two_sided:
-            if (v > m.lo_t[j] && v < m.hi_t[j]) {
-              const T a = std::log(v - m.lo_t[j]);
-              const T b = std::log(m.hi_t[j] - v);
-              u = a - b;
-              ld += static_cast<double>(m.log_width[j]) - a - b;
-            } else {
-              bad = bad ? bad : 1;
-              u = T(0);
-            }
-            break;
-          case PreKind::lower:
-            if (v > m.lo_t[j]) {
-              u = std::log(v - m.lo_t[j]);
-              ld -= u;
-            } else {
-              bad = bad ? bad : 1;
-              u = T(0);
-            }
-            break;
-          case PreKind::upper:
-            if (v < m.hi_t[j]) {
-              u = std::log(m.hi_t[j] - v);
-              ld -= u;
-            } else {
-              bad = bad ? bad : 1;
-              u = T(0);
-            }
-            break;
-        }
+      } else if (!to_v(m, j, v, u, ld)) {
+        bad = bad ? bad : 1;
+        u = T(0);
       }
       s.h[r * D + j] = (u - m.mean[j]) / m.std_[j];
     }
@@ -504,7 +557,33 @@ inline T log_sigmoid(T v) {
   return v >= T(0) ? -std::log1p(std::exp(-v)) : v - std::log1p(std::exp(v));
 }
 
-// u (in s.h) -> x (written to out as Out), s.pre = log|det du/dx| at x.
+// The log/bound map's inverse v -> x of feature j and its log|du/dx| contribution.
+template <class T>
+inline T continuum_inv(const Model<T>& m, std::size_t j, T v, double& ld) {
+  switch (m.pre_kind[j]) {
+    case PreKind::identity:
+      return v;
+    case PreKind::log:
+      ld -= v;
+      return std::exp(v);
+    case PreKind::two_sided: {
+      const T sg = T(1) / (T(1) + std::exp(-v));
+      const T x = m.lo_t[j] + (m.hi_t[j] - m.lo_t[j]) * sg;
+      ld += -static_cast<double>(m.log_width[j]) - log_sigmoid(v) - log_sigmoid(-v);
+      return std::min(std::max(x, m.lo_t[j]), m.hi_t[j]);
+    }
+    case PreKind::lower:
+      ld -= v;
+      return std::max(m.lo_t[j] + std::exp(v), m.lo_t[j]);
+    case PreKind::upper:
+      ld -= v;
+      return std::min(m.hi_t[j] - std::exp(v), m.hi_t[j]);
+  }
+  return v;
+}
+
+// u (in s.h) -> x (written to out as Out), s.pre = log|det du/dx| at x (for discrete and spike features:
+// of the dequantised density at the draw; sample() re-evaluates log p of such models at the events).
 template <class T, class Out>
 void postprocess(const Model<T>& m, std::size_t R, Scratch<T>& s, std::size_t r0, std::size_t r1, Out* out) {
   const std::size_t D = m.D;
@@ -512,29 +591,30 @@ void postprocess(const Model<T>& m, std::size_t R, Scratch<T>& s, std::size_t r0
     double ld = -static_cast<double>(m.sum_log_std);
     for (std::size_t j = 0; j < D; ++j) {
       const T v = s.h[r * D + j] * m.std_[j] + m.mean[j];
-      T x = v;
-      switch (m.pre_kind[j]) {
-        case PreKind::identity:
-          break;
-        case PreKind::log:
-          x = std::exp(v);
-          ld -= v;
-          break;
-        case PreKind::two_sided: {
-          const T sg = T(1) / (T(1) + std::exp(-v));
-          x = m.lo_t[j] + (m.hi_t[j] - m.lo_t[j]) * sg;
-          x = std::min(std::max(x, m.lo_t[j]), m.hi_t[j]);
-          ld += -static_cast<double>(m.log_width[j]) - log_sigmoid(v) - log_sigmoid(-v);
+      T x;
+      switch (m.special[j]) {
+        case Special::discrete: {
+          const T fl = std::isnan(v) ? T(0) : std::floor(v);
+          const T kmax = static_cast<T>(m.values[j].size() - 1);
+          const T k = std::min(std::max(fl, T(0)), kmax);
+          x = m.values[j][static_cast<std::size_t>(k)];
           break;
         }
-        case PreKind::lower:
-          x = std::max(m.lo_t[j] + std::exp(v), m.lo_t[j]);
-          ld -= v;
+        case Special::spike:
+          if (v < m.spike_split[j]) {
+            x = m.spike[j];
+            ld += m.log_cell[j];
+          } else {
+            x = continuum_inv(m, j, v, ld);
+          }
           break;
-        case PreKind::upper:
-          x = std::min(m.hi_t[j] - std::exp(v), m.hi_t[j]);
-          ld -= v;
+        case Special::periodic: {
+          const T y = continuum_inv(m, j, v, ld);
+          x = wrap_period((y + m.shift[j]) - m.period_a[j], m.period_a[j], m.period_b[j]);
           break;
+        }
+        default:
+          x = continuum_inv(m, j, v, ld);
       }
       out[(r - r0) * D + j] = static_cast<Out>(x);
     }
@@ -666,22 +746,9 @@ void in_support_t(const Model<T>& m, const In* x, std::size_t n, std::uint8_t* o
         ok = false;
         continue;
       }
-      switch (m.pre_kind[j]) {
-        case PreKind::identity:
-          break;
-        case PreKind::log:
-          ok = v > T(0);
-          break;
-        case PreKind::two_sided:
-          ok = v > m.lo_t[j] && v < m.hi_t[j];
-          break;
-        case PreKind::lower:
-          ok = v > m.lo_t[j];
-          break;
-        case PreKind::upper:
-          ok = v < m.hi_t[j];
-          break;
-      }
+      T u;
+      double ld = 0;
+      ok = to_v(m, j, v, u, ld);
     }
     out[r] = ok ? 1 : 0;
   }
@@ -797,6 +864,21 @@ void check_lp_args(const detail::FlowImpl& f, const In* x, std::size_t n, const 
       detail::sample_parallel<float>(*impl_, n, seed, first_index, out, context, context_rows, logp);        \
     else                                                                                                      \
       detail::sample_parallel<double>(*impl_, n, seed, first_index, out, context, context_rows, logp);       \
+    if (logp && n > 0 && (impl_->f32 ? impl_->mf.dequantized : impl_->md.dequantized)) {                    \
+      /* discrete / spike features: log p is the mass-times-density at the returned events */                 \
+      std::vector<In> ctx_full;                                                                                 \
+      const In* cf = context;                                                                                   \
+      if (C > 0 && context_rows == 1) {                                                                         \
+        ctx_full.resize(n * C);                                                                                 \
+        for (std::size_t r = 0; r < n; ++r)                                                                     \
+          for (std::size_t k = 0; k < C; ++k) ctx_full[r * C + k] = context[k];                                 \
+        cf = ctx_full.data();                                                                                   \
+      }                                                                                                         \
+      if (impl_->f32)                                                                                           \
+        detail::log_prob_parallel<float>(*impl_, out, n, logp, cf);                                            \
+      else                                                                                                      \
+        detail::log_prob_parallel<double>(*impl_, out, n, logp, cf);                                           \
+    }                                                                                                           \
   }
 
 NFHEP_FLOW_LP(float)

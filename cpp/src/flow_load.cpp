@@ -26,7 +26,7 @@ namespace {
 using json::Value;
 
 constexpr std::uint64_t kMaxHeader = 100000000;  // as the safetensors reference implementation
-constexpr int kReadableVersion = 1;
+constexpr int kReadableVersion = 2;  // and 1 (version 2 adds preprocessing.kinds and data_range)
 // Sanity limits on the configuration (a file within them still has to hold tensors of these sizes).
 constexpr std::int64_t kMaxFeatures = 100000;
 constexpr std::int64_t kMaxBijectors = 10000;
@@ -282,6 +282,10 @@ struct Config {
   bool standardize = true;
   std::vector<int> log;
   std::vector<double> lo, hi;  // NaN = open
+  // version 2
+  std::vector<Special> special;
+  std::vector<double> period_a, period_b, shift, spike, cell0, cell1, split;
+  std::vector<std::vector<double>> values;
 };
 
 Activation parse_activation(const std::string& s, const Fail& fail) {
@@ -295,7 +299,88 @@ Activation parse_activation(const std::string& s, const Fail& fail) {
   throw fail("flow.activation " + quoted(s) + " is not supported (relu, tanh, elu, gelu, silu, leaky_relu, sigmoid)");
 }
 
-Config parse_config(const Value& doc, const Fail& fail) {
+// preprocessing.kinds (version 2): per feature null, periodic, discrete or spike; and data_range.
+void parse_kinds(const Value& pre, Config& cfg, const std::vector<char>& is_log, const Fail& fail) {
+  const int D = cfg.D;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  cfg.special.assign(D, Special::none);
+  cfg.period_a.assign(D, nan);
+  cfg.period_b.assign(D, nan);
+  cfg.shift.assign(D, 0.0);
+  cfg.spike.assign(D, nan);
+  cfg.cell0.assign(D, nan);
+  cfg.cell1.assign(D, nan);
+  cfg.split.assign(D, nan);
+  cfg.values.assign(D, {});
+  auto finite = [&](const Value& v, const std::string& what) {
+    if (!v.is_number() || !std::isfinite(v.as_double()))
+      throw fail(what + " holds " + Doc::describe(v) + ", not a finite number");
+    return v.as_double();
+  };
+  auto pair = [&](const Value* v, const std::string& what) {
+    if (!v || !v->is_array() || v->as_array().size() != 2) throw fail(what + " must be a list [low, high]");
+    return std::make_pair(finite(v->as_array()[0], what), finite(v->as_array()[1], what));
+  };
+  if (const Value* dr = pre.find("data_range"); dr && !dr->is_null()) {
+    if (!dr->is_array() || static_cast<int>(dr->as_array().size()) != D)
+      throw fail("preprocessing.data_range must be null or a list of " + std::to_string(D) + " [min, max] pairs");
+    for (int j = 0; j < D; ++j) {
+      const std::string what = "preprocessing.data_range[" + std::to_string(j) + "]";
+      const auto r = pair(&dr->as_array()[j], what);
+      if (!(r.first <= r.second)) throw fail(what + " needs min <= max");
+    }
+  }
+  const Value* kd = pre.find("kinds");
+  if (!kd || kd->is_null()) return;
+  if (!kd->is_array() || static_cast<int>(kd->as_array().size()) != D)
+    throw fail("preprocessing.kinds must be null or a list of " + std::to_string(D) + " entries");
+  for (int j = 0; j < D; ++j) {
+    const Value& k = kd->as_array()[j];
+    const std::string at = "preprocessing.kinds[" + std::to_string(j) + "]";
+    if (k.is_null()) continue;
+    if (!k.is_object()) throw fail(at + " must be null or an object");
+    Doc e{k, at + ".", fail};
+    const std::string& kind = e.string("kind");
+    const bool bounded = !std::isnan(cfg.lo[j]) || !std::isnan(cfg.hi[j]);
+    if (kind == "periodic") {
+      e.only_keys({"kind", "period", "shift"}, at);
+      const auto pr = pair(k.find("period"), at + ".period");
+      if (!(pr.first < pr.second)) throw fail(at + ".period needs low < high");
+      cfg.shift[j] = finite(e.get("shift"), at + ".shift");
+      if (is_log[j] || std::isnan(cfg.lo[j]) || std::isnan(cfg.hi[j]) || !(cfg.lo[j] <= pr.first) ||
+          !(pr.second <= cfg.hi[j]))
+        throw fail(at + ": a periodic feature needs two-sided preprocessing.bounds containing its period");
+      cfg.special[j] = Special::periodic;
+      cfg.period_a[j] = pr.first;
+      cfg.period_b[j] = pr.second;
+    } else if (kind == "discrete") {
+      e.only_keys({"kind", "values"}, at);
+      const Value& vs = e.get("values");
+      if (!vs.is_array() || vs.as_array().empty() || vs.as_array().size() > 1000000)
+        throw fail(at + ".values must be a non-empty list of numbers");
+      for (const Value& v : vs.as_array()) {
+        const double d = finite(v, at + ".values");
+        if (!cfg.values[j].empty() && !(cfg.values[j].back() < d)) throw fail(at + ".values must be increasing");
+        cfg.values[j].push_back(d);
+      }
+      if (is_log[j] || bounded) throw fail(at + ": a discrete feature cannot also be log-transformed or bounded");
+      cfg.special[j] = Special::discrete;
+    } else if (kind == "spike") {
+      e.only_keys({"kind", "value", "cell", "split"}, at);
+      cfg.spike[j] = finite(e.get("value"), at + ".value");
+      const auto c = pair(k.find("cell"), at + ".cell");
+      cfg.cell0[j] = c.first;
+      cfg.cell1[j] = c.second;
+      cfg.split[j] = finite(e.get("split"), at + ".split");
+      if (!(c.first < c.second && c.second <= cfg.split[j])) throw fail(at + " needs cell [c0, c1] with c0 < c1 <= split");
+      cfg.special[j] = Special::spike;
+    } else {
+      throw fail(at + ".kind " + quoted(kind) + " is not periodic, discrete or spike");
+    }
+  }
+}
+
+Config parse_config(const Value& doc, int version, const Fail& fail) {
   Config cfg;
   Doc top{doc, "", fail};
   const Value& flow = top.get("flow");
@@ -355,9 +440,14 @@ Config parse_config(const Value& doc, const Fail& fail) {
   const Value& pre = top.get("preprocessing");
   if (!pre.is_object()) throw fail("'preprocessing' must be an object");
   Doc p{pre, "preprocessing.", fail};
-  p.only_keys({"standardize", "log", "bounds", "features", "context", "fitted", "mean", "std", "context_mean",
-               "context_std"},
-              "the preprocessing");
+  if (version >= 2)
+    p.only_keys({"standardize", "log", "bounds", "features", "context", "fitted", "mean", "std", "context_mean",
+                 "context_std", "kinds", "data_range"},
+                "the preprocessing");
+  else
+    p.only_keys({"standardize", "log", "bounds", "features", "context", "fitted", "mean", "std", "context_mean",
+                 "context_std"},
+                "the preprocessing (version 1)");
   cfg.standardize = p.boolean("standardize");
   p.boolean("fitted");
   if (p.integer("features", 1, kMaxFeatures) != cfg.D)
@@ -403,6 +493,7 @@ Config parse_config(const Value& doc, const Fail& fail) {
                    "preprocessing.bounds)");
     }
   }
+  parse_kinds(pre, cfg, is_log, fail);
   return cfg;
 }
 
@@ -726,6 +817,40 @@ void build_model(Model<T>& m, Tensors& ts, const Config& cfg) {
       m.pre_kind[j] = PreKind::upper;
     }
   }
+  m.special = cfg.special.empty() ? std::vector<Special>(D, Special::none) : cfg.special;
+  m.period_a.assign(D, T(0));
+  m.period_b.assign(D, T(0));
+  m.shift.assign(D, T(0));
+  m.values.assign(D, {});
+  m.spike.assign(D, T(0));
+  m.cell0.assign(D, T(0));
+  m.cell1.assign(D, T(0));
+  m.spike_split.assign(D, T(0));
+  m.log_cell.assign(D, 0.0);
+  m.dequantized = false;
+  for (std::uint64_t j = 0; j < D; ++j) {
+    switch (m.special[j]) {
+      case Special::none:
+        break;
+      case Special::periodic:
+        m.period_a[j] = static_cast<T>(cfg.period_a[j]);
+        m.period_b[j] = static_cast<T>(cfg.period_b[j]);
+        m.shift[j] = static_cast<T>(cfg.shift[j]);
+        break;
+      case Special::discrete:
+        m.values[j] = cast<T>(cfg.values[j]);
+        m.dequantized = true;
+        break;
+      case Special::spike:
+        m.spike[j] = static_cast<T>(cfg.spike[j]);
+        m.cell0[j] = static_cast<T>(cfg.cell0[j]);
+        m.cell1[j] = static_cast<T>(cfg.cell1[j]);
+        m.spike_split[j] = static_cast<T>(cfg.split[j]);
+        m.log_cell[j] = std::log(cfg.cell1[j] - cfg.cell0[j]);
+        m.dequantized = true;
+        break;
+    }
+  }
 }
 
 // The JSON copies of the preprocessing constants must equal the (authoritative) tensors.
@@ -791,9 +916,9 @@ std::shared_ptr<FlowImpl> load_flow(const unsigned char* bytes, std::size_t size
   if (!fmt || !fmt->is_string() || fmt->as_string() != "nfhep-flow")
     throw fail("format " + (fmt ? Doc::describe(*fmt) : std::string("(missing)")) + " is not 'nfhep-flow'");
   const Value* ver = doc.find("version");
-  if (!ver || !ver->is_number() || !ver->is_integer() || ver->as_int64() != kReadableVersion) {
+  if (!ver || !ver->is_number() || !ver->is_integer() || ver->as_int64() < 1 || ver->as_int64() > kReadableVersion) {
     std::string msg = "model-file version " + (ver ? Doc::describe(*ver) : std::string("(missing)")) +
-                      " is not supported by this nfhep engine, which reads version " + std::to_string(kReadableVersion);
+                      " is not supported by this nfhep engine, which reads versions 1 to " + std::to_string(kReadableVersion);
     if (ver && ver->is_integer() && ver->as_int64() > kReadableVersion) msg += "; upgrade nfhep to read it";
     throw fail(msg);
   }
@@ -808,7 +933,7 @@ std::shared_ptr<FlowImpl> load_flow(const unsigned char* bytes, std::size_t size
   const std::string sum = checksum_of(c);
   if (sum != ck.find("value")->as_string()) throw fail("checksum mismatch: the tensor data is corrupted");
   // configuration
-  const Config cfg = parse_config(doc, fail);
+  const Config cfg = parse_config(doc, static_cast<int>(doc.find("version")->as_int64()), fail);
   auto impl = std::make_shared<FlowImpl>();
   impl->path = where;
   impl->family = cfg.family;

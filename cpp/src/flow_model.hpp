@@ -64,6 +64,12 @@ enum class Transformer { affine, rqs };
 /// Per-feature preprocessing (docs/model-format.md section 5).
 enum class PreKind { identity, log, two_sided, lower, upper };
 
+/// Model-file version 2 per-feature kinds (docs/model-format.md section 5), applied around PreKind.
+enum class Special { none, periodic, discrete, spike };
+
+/// |x - v| <= kMatchTol * max(1, |v|) matches a discrete value or a spike (as nfhep.preprocessing.MATCH_TOL).
+constexpr double kMatchTol = 1e-5;
+
 template <class T>
 struct Model {
   int D = 0;
@@ -83,6 +89,12 @@ struct Model {
   std::vector<T> mean, std_;      ///< standardisation
   T sum_log_std = T(0);
   std::vector<T> cmean, cstd;     ///< context standardisation
+  std::vector<Special> special;   ///< per feature (none for version-1 files)
+  std::vector<T> period_a, period_b, shift;      ///< periodic: [a, b) and the shift
+  std::vector<std::vector<T>> values;            ///< discrete: the allowed values (increasing)
+  std::vector<T> spike, cell0, cell1, spike_split;  ///< spike: value, cell [c0, c1], sampling split
+  std::vector<double> log_cell;                  ///< spike: log(c1 - c0)
+  bool dequantized = false;                      ///< some feature is discrete or has a spike
   int max_width = 0;              ///< widest hidden layer
   int max_params = 0;             ///< widest conditioner output
 };

@@ -90,6 +90,7 @@ class Model(nn.Module):
         standardize: bool = True,
         log_features: Sequence[str] = (),
         bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+        preprocess: Any = None,
         **flow_options: Any,
     ) -> Model:
         """Build a fresh model: ``family`` in :data:`nfhep.flows.FLOWS`, options as the flow class.
@@ -105,6 +106,9 @@ class Model(nn.Module):
             Features to log-transform (strictly positive).
         bounds : dict {name: (low, high)}, optional
             Physical bounds per feature name (``None`` for an open side).
+        preprocess : nfhep.feature_analysis.FeatureAnalysis, optional
+            Per-feature preprocessing chosen from the data (:func:`nfhep.feature_analysis.analyze_features`;
+            declare kinds there). Excludes ``log_features`` and ``bounds``.
         **flow_options
             ``bijectors``, ``hidden``, ``knots``, ``range``, ... (see the flow classes).
         """
@@ -118,13 +122,31 @@ class Model(nn.Module):
         for name in list(log_features) + list((bounds or {}).keys()):
             if name not in idx:
                 raise ValueError(f"Model.create: {name!r} is not one of the features {features}")
-        pre = Preprocessing(
-            standardize=standardize,
-            log=[idx[n] for n in log_features],
-            bounds=None if not bounds else {idx[n]: b for n, b in bounds.items()},
-            features=len(features),
-            context=len(context_features),
-        )
+        if preprocess is not None:
+            if log_features or bounds:
+                raise ValueError(
+                    "Model.create: give either 'preprocess' (an analysis) or 'log_features'/'bounds', not "
+                    "both "
+                    "(declare them in the analysis)"
+                )
+            if list(preprocess.features) != features:
+                raise ValueError(
+                    f"Model.create: the preprocessing analysis is for {preprocess.features}, not {features}"
+                )
+            pre = Preprocessing(
+                standardize=standardize,
+                features=len(features),
+                context=len(context_features),
+                **preprocess.preprocessing_kwargs(),
+            )
+        else:
+            pre = Preprocessing(
+                standardize=standardize,
+                log=[idx[n] for n in log_features],
+                bounds=None if not bounds else {idx[n]: b for n, b in bounds.items()},
+                features=len(features),
+                context=len(context_features),
+            )
         flow = FLOWS[family](len(features), context=len(context_features), **flow_options)
         return cls(flow, pre, features, context_features)
 
@@ -182,20 +204,88 @@ class Model(nn.Module):
         return self.flow.log_prob(u, self._context(func, context)) + ld
 
     def sample(
-        self, n: int, context: Any = None, *, generator: torch.Generator | None = None
+        self,
+        n: int,
+        context: Any = None,
+        *,
+        generator: torch.Generator | None = None,
+        reject_outside: bool = False,
+        margin: float = 0.1,
     ) -> torch.Tensor:
-        """``n`` events in data units, shape ``(n, D)`` (clipped to any physical bounds)."""
-        u = self.flow.sample(n, self._context("Model.sample", context), generator=generator)
-        with torch.no_grad():
-            return self.preprocessing.inverse(u)
+        """``n`` events in data units, shape ``(n, D)``: never NaN/inf, inside any physical bounds.
+
+        Rows whose flow output is not finite are redrawn (at most 20 rounds, then an error). Events beyond
+        the training range (:attr:`Preprocessing.data_range`) by more than ``margin`` × its width in some
+        feature are counted and, with ``reject_outside``, redrawn too. :attr:`last_sample_stats` holds
+        the counts (``redrawn_non_finite``, ``outside_range``, ``redrawn_outside``).
+        """
+        x, _ = self._sample_guarded(
+            "Model.sample", n, context, generator, reject_outside, margin, with_log_prob=False
+        )
+        return x
+
+    def _sample_guarded(self, func, n, context, generator, reject_outside, margin, *, with_log_prob):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"{func}: argument 'n' must be a non-negative integer, got {n!r}")
+        ctx = self._context(func, context)
+        if ctx is not None and ctx.dim() == 2 and ctx.shape[0] != n and ctx.shape[0] != 1:
+            raise ValueError(f"{func}: argument 'context' has {ctx.shape[0]} rows for n = {n}")
+        stats = {"redrawn_non_finite": 0, "outside_range": 0, "redrawn_outside": 0}
+        D = len(self.features)
+        x = torch.empty(n, D, dtype=self._dtype(), device=self._device())
+        lp = torch.empty(n, dtype=self._dtype(), device=self._device())
+        todo = torch.arange(n, device=self._device())
+        first = True
+        for _round in range(21):
+            if todo.numel() == 0:
+                break
+            m = int(todo.numel())
+            c = ctx
+            if ctx is not None and ctx.dim() == 2 and ctx.shape[0] == n and m != n:
+                c = ctx[todo]
+            with torch.no_grad():
+                u, lpu = self.flow.sample_and_log_prob(m, c, generator=generator)
+                ok = torch.isfinite(u).all(dim=1) & torch.isfinite(lpu)
+                u = torch.where(ok[:, None], u, torch.zeros_like(u))
+                xs, ld = self.preprocessing.inverse_and_log_det(u)
+                ok &= torch.isfinite(xs).all(dim=1)
+                nonfinite = int((~ok).sum())
+                stats["redrawn_non_finite"] += nonfinite
+                out = self.preprocessing.outside_range(xs, margin) & ok
+                if first:
+                    stats["outside_range"] = int(out.sum())
+                    first = False
+                if reject_outside:
+                    stats["redrawn_outside"] += int(out.sum())
+                    ok &= ~out
+            x[todo[ok]] = xs[ok]
+            lp[todo[ok]] = (lpu + ld)[ok]
+            todo = todo[~ok]
+        if todo.numel():
+            raise RuntimeError(
+                f"{func}: {todo.numel()} event(s) still non-finite or outside the training range after "
+                "20 redraws (the model is broken, or reject_outside cannot be satisfied)"
+            )
+        self.last_sample_stats = stats
+        if with_log_prob and self.preprocessing.dequantized:
+            with torch.no_grad():
+                lp = self.log_prob(x, context)
+        return x, lp
 
     def sample_and_log_prob(
-        self, n: int, context: Any = None, *, generator: torch.Generator | None = None
+        self,
+        n: int,
+        context: Any = None,
+        *,
+        generator: torch.Generator | None = None,
+        reject_outside: bool = False,
+        margin: float = 0.1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` events and their log-density in data units."""
-        u, lp = self.flow.sample_and_log_prob(
-            n, self._context("Model.sample_and_log_prob", context), generator=generator
+        """``n`` events and their log-density in data units (guarded as :meth:`sample`).
+
+        For models with discrete or spike features the log-density is :meth:`log_prob` at the returned
+        events (the mass-times-density convention), not the dequantised density of the draw.
+        """
+        return self._sample_guarded(
+            "Model.sample_and_log_prob", n, context, generator, reject_outside, margin, with_log_prob=True
         )
-        with torch.no_grad():
-            x, ld = self.preprocessing.inverse_and_log_det(u)
-            return x, lp + ld

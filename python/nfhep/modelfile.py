@@ -14,7 +14,8 @@ Layout (the full specification is ``docs/model-format.md``)::
 
 The tensors are the model's ``state_dict()`` (weights and buffers: masks, permutations, preprocessing
 constants) under their stable names; the ``"nfhep"`` metadata entry is a JSON document with the format
-name (``"nfhep-flow"``), its version (``1``), the model configuration (flow family and every
+name (``"nfhep-flow"``), its version (``1``; ``2`` when the preprocessing uses ``kinds`` or
+``data_range``), the model configuration (flow family and every
 hyperparameter, features, context, preprocessing), the floating dtype, the checksum and provenance.
 """
 
@@ -47,9 +48,10 @@ __all__ = [
 
 #: The value of the ``"format"`` key of every nfhep model file.
 FORMAT_NAME = "nfhep-flow"
-#: The version this nfhep writes; :func:`load` reads exactly the versions in ``_READABLE_VERSIONS``.
-FORMAT_VERSION = 1
-_READABLE_VERSIONS = (1,)
+#: The newest version this nfhep writes (version 1 when the model uses no version-2 key: preprocessing
+#: ``kinds``/``data_range``); :func:`load` reads exactly the versions in ``_READABLE_VERSIONS``.
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 #: Largest JSON header accepted (as the safetensors reference implementation: 100 MB).
 MAX_HEADER_BYTES = 100_000_000
@@ -178,6 +180,14 @@ def _nfhep_metadata(meta: Mapping[str, str], where: str) -> dict[str, Any]:
             f"version(s) {', '.join(map(str, _READABLE_VERSIONS))}"
             + ("; upgrade nfhep to read it" if isinstance(version, int) and version > FORMAT_VERSION else "")
         )
+    pre = doc.get("preprocessing")
+    if version == 1 and isinstance(pre, dict):
+        newer = sorted(k for k in ("kinds", "data_range") if k in pre)
+        if newer:
+            raise FormatError(
+                f"{where}: a version 1 file cannot hold the version-2 preprocessing key(s) "
+                + ", ".join(repr(k) for k in newer)
+            )
     for key in ("flow", "features", "dtype", "checksum"):
         if key not in doc:
             raise FormatError(f"{where}: the 'nfhep' metadata lacks the required key {key!r}")
@@ -312,7 +322,9 @@ def save(model, path: str | os.PathLike, *, provenance: Mapping[str, Any] | None
         prov.update(_jsonable(dict(provenance), "provenance"))
     doc = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": 2
+        if ("kinds" in config["preprocessing"] or "data_range" in config["preprocessing"])
+        else 1,
         **config,
         "dtype": dtype,
         "checksum": {"algorithm": "sha256", "value": tensor_checksum(arrays)},

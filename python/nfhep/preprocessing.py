@@ -103,8 +103,84 @@ def _norm_bounds(bounds: Any, features: int | None) -> list[tuple[float | None, 
     return res
 
 
+#: Relative tolerance of the match of a value to a discrete value or a spike:
+#: ``|x - v| <= MATCH_TOL * max(1, |v|)`` (float32 data read back from ROOT match exactly).
+MATCH_TOL = 1e-5
+
+_KINDS = ("periodic", "discrete", "spike")
+
+
+def _norm_kinds(kinds: Any, features: int | None) -> list[dict[str, Any] | None] | None:
+    """Validate the per-feature special kinds (``None`` = the log/bound map of ``bounds``/``log``)."""
+    if kinds is None:
+        return None
+    if isinstance(kinds, Mapping):
+        if features is None:
+            raise ValueError("Preprocessing: a dict of kinds needs 'features' (the number of features)")
+        out: list[dict[str, Any] | None] = [None] * features
+        for k, v in kinds.items():
+            k = int(k)
+            if not 0 <= k < features:
+                raise ValueError(f"Preprocessing: kinds for feature {k}, but there are {features} features")
+            out[k] = v
+        kinds = out
+    res: list[dict[str, Any] | None] = []
+    for j, k in enumerate(kinds):
+        if k is None:
+            res.append(None)
+            continue
+        if not isinstance(k, Mapping) or k.get("kind") not in _KINDS:
+            raise ValueError(
+                f"Preprocessing: kinds[{j}] must be null or an object with kind in {_KINDS}, got {k!r}"
+            )
+        kind = k["kind"]
+        if kind == "periodic":
+            a, b = (float(t) for t in k["period"])
+            if not (math.isfinite(a) and math.isfinite(b) and a < b):
+                raise ValueError(
+                    f"Preprocessing: kinds[{j}].period = {k['period']!r} needs finite low < high"
+                )
+            shift = float(k.get("shift", 0.0))
+            if not math.isfinite(shift):
+                raise ValueError(f"Preprocessing: kinds[{j}].shift must be finite")
+            res.append({"kind": kind, "period": [a, b], "shift": shift})
+        elif kind == "discrete":
+            vals = [float(t) for t in k["values"]]
+            if (
+                not vals
+                or any(not math.isfinite(t) for t in vals)
+                or any(not vals[i] < vals[i + 1] for i in range(len(vals) - 1))
+            ):
+                raise ValueError(
+                    f"Preprocessing: kinds[{j}].values must be a non-empty increasing list of finite numbers"
+                )
+            res.append({"kind": kind, "values": vals})
+        else:  # spike
+            v = float(k["value"])
+            c0, c1 = (float(t) for t in k["cell"])
+            split = float(k["split"])
+            if not all(math.isfinite(t) for t in (v, c0, c1, split)) or not c0 < c1 <= split:
+                raise ValueError(
+                    f"Preprocessing: kinds[{j}] (spike) needs finite value, cell [c0, c1] and split with "
+                    f"c0 < c1 <= split, got {k!r}"
+                )
+            res.append({"kind": kind, "value": v, "cell": [c0, c1], "split": split})
+    return res
+
+
+def _match(col: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index of the nearest of the sorted ``values`` and whether ``col`` matches it (``MATCH_TOL``)."""
+    idx = torch.searchsorted(values, col.contiguous()).clamp(0, values.numel() - 1)
+    lower = (idx - 1).clamp_min(0)
+    closer_low = (col - values[lower]).abs() < (values[idx] - col).abs()
+    k = torch.where(closer_low, lower, idx)
+    v = values[k]
+    ok = (col - v).abs() <= MATCH_TOL * v.abs().clamp_min(1.0)
+    return k, ok
+
+
 class Preprocessing(nn.Module):
-    """Per-feature bounds / log transform and standardisation, fitted on training data only.
+    """Per-feature maps (bounds / log, periodic, discrete, spike) and standardisation.
 
     Parameters
     ----------
@@ -115,6 +191,16 @@ class Preprocessing(nn.Module):
     bounds : sequence of (low, high) or dict {index: (low, high)}, optional
         Physical bounds; ``None``/``±inf`` for an open side. A feature cannot be both ``log`` and bounded
         (``log`` is the bound ``(0, None)``).
+    kinds : sequence or dict {index: dict}, optional
+        Special per-feature maps (see ``docs/model-format.md`` section 5):
+        ``{"kind": "periodic", "period": [a, b], "shift": s}`` (wrapped into ``[a, b)`` after a shift,
+        then the two-sided map of ``bounds[j]``, which must contain ``[a, b]``);
+        ``{"kind": "discrete", "values": [...]}`` (dequantised: the value's index plus a uniform in
+        ``[0, 1)`` when training, the cell centre when evaluating; ``sample`` rounds back);
+        ``{"kind": "spike", "value": s, "cell": [c0, c1], "split": t}`` (rows equal to ``s`` are spread
+        over the cell, the others take the continuum map of ``bounds[j]``/``log``).
+    data_range : sequence of (min, max), optional
+        The training data's range per feature (for the out-of-range count of samples).
     features : int, optional
         Number of features ``D``; allocates the buffers now (needed to load a ``state_dict`` before
         fitting). Otherwise set by :meth:`fit`.
@@ -132,6 +218,8 @@ class Preprocessing(nn.Module):
         standardize: bool = True,
         log: Sequence[int] = (),
         bounds: Any = None,
+        kinds: Any = None,
+        data_range: Any = None,
         features: int | None = None,
         context: int = 0,
     ):
@@ -141,6 +229,16 @@ class Preprocessing(nn.Module):
         self.bounds = _norm_bounds(bounds, features)
         if features is None and self.bounds is not None:
             features = len(self.bounds)
+        self.kinds = _norm_kinds(kinds, features)
+        if features is None and self.kinds is not None:
+            features = len(self.kinds)
+        self.data_range = None
+        if data_range is not None:
+            self.data_range = [(float(a), float(b)) for a, b in data_range]
+            if any(not (math.isfinite(a) and math.isfinite(b) and a <= b) for a, b in self.data_range):
+                raise ValueError(
+                    "Preprocessing: data_range must hold finite (min, max) pairs with min <= max"
+                )
         self.context = int(context)
         self.features: int | None = None
         self.register_buffer("mean", torch.zeros(0))
@@ -151,90 +249,194 @@ class Preprocessing(nn.Module):
         if features is not None:
             self._allocate(int(features))
 
+    @property
+    def extended(self) -> bool:
+        """Whether this preprocessing uses the version-2 keys (``kinds``, ``data_range``)."""
+        return self.data_range is not None or (
+            self.kinds is not None and any(k is not None for k in self.kinds)
+        )
+
+    @property
+    def dequantized(self) -> bool:
+        """Whether some feature is discrete or has a spike (``log_prob`` is then a mass times a density)."""
+        return self.kinds is not None and any(k is not None and k["kind"] != "periodic" for k in self.kinds)
+
     def _allocate(self, features: int) -> None:
         if self.bounds is not None and len(self.bounds) != features:
             raise ValueError(f"Preprocessing: {len(self.bounds)} bounds given for {features} features")
         if self.bounds is None:
             self.bounds = [(None, None)] * features
+        if self.kinds is not None and len(self.kinds) != features:
+            raise ValueError(f"Preprocessing: {len(self.kinds)} kinds given for {features} features")
+        if self.kinds is None:
+            self.kinds = [None] * features
+        if self.data_range is not None and len(self.data_range) != features:
+            raise ValueError(
+                f"Preprocessing: {len(self.data_range)} data_range pairs for {features} features"
+            )
         bad = [i for i in self.log if not 0 <= i < features]
         if bad:
             raise ValueError(f"Preprocessing: log feature indices {bad} out of range for {features} features")
         both = [i for i in self.log if self.bounds[i] != (None, None)]
         if both:
             raise ValueError(f"Preprocessing: features {both} are both 'log' and bounded; choose one")
+        for j, k in enumerate(self.kinds):
+            if k is None:
+                continue
+            lo, hi = self.bounds[j]
+            if k["kind"] == "periodic":
+                a, b = k["period"]
+                if j in self.log or lo is None or hi is None or not (lo <= a and b <= hi):
+                    raise ValueError(
+                        f"Preprocessing: periodic feature {j} needs two-sided bounds containing its period "
+                        f"{k['period']}, got {self.bounds[j]}"
+                    )
+            elif k["kind"] == "discrete" and (j in self.log or (lo, hi) != (None, None)):
+                raise ValueError(
+                    f"Preprocessing: discrete feature {j} cannot also be log-transformed or bounded"
+                )
         dtype = self.mean.dtype
         self.features = features
         self.mean = torch.zeros(features, dtype=dtype, device=self.mean.device)
         self.std = torch.ones(features, dtype=dtype, device=self.std.device)
 
     # -- the element-wise maps ----------------------------------------------------------------------
-    def _check_domain(self, func: str, x: torch.Tensor) -> None:
+    def _continuum(self, j: int, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The log/bound map of feature ``j``: ``(v, log|dv/dx|, outside)`` (``v`` = 0 where outside)."""
         assert self.bounds is not None
-        for j in range(x.shape[1]):
-            col = x[:, j]
-            lo, hi = self.bounds[j]
-            if j in self.log:
-                nbad = int((~(col > 0)).sum())
-                if nbad:
-                    raise ValueError(
-                        f"{func}: feature {j} is log-transformed but {nbad} value(s) are not "
-                        "strictly positive"
-                    )
-            if lo is not None or hi is not None:
-                ok = torch.ones_like(col, dtype=torch.bool)
-                if lo is not None:
-                    ok &= col > lo
-                if hi is not None:
-                    ok &= col < hi
-                nbad = int((~ok).sum())
-                if nbad:
-                    raise ValueError(
-                        f"{func}: feature {j} has {nbad} value(s) outside its bounds ({lo}, {hi}) "
-                        "(open interval; these have zero density under the model)"
-                    )
+        lo, hi = self.bounds[j]
+        if j in self.log:
+            ok = c > 0
+        elif lo is not None and hi is not None:
+            ok = (c > lo) & (c < hi)
+        elif lo is not None:
+            ok = c > lo
+        elif hi is not None:
+            ok = c < hi
+        else:
+            return c, torch.zeros_like(c), torch.zeros_like(c, dtype=torch.bool)
+        if j in self.log:
+            safe = torch.where(ok, c, torch.ones_like(c))
+            v = torch.log(safe)
+            ld = -v
+        elif lo is not None and hi is not None:
+            safe = torch.where(ok, c, torch.full_like(c, 0.5 * (lo + hi)))
+            a, b = torch.log(safe - lo), torch.log(hi - safe)
+            v = a - b
+            ld = math.log(hi - lo) - a - b
+        elif lo is not None:
+            safe = torch.where(ok, c, torch.full_like(c, lo + 1.0))
+            v = torch.log(safe - lo)
+            ld = -v
+        else:
+            safe = torch.where(ok, c, torch.full_like(c, hi - 1.0))
+            v = torch.log(hi - safe)
+            ld = -v
+        zero = torch.zeros_like(v)
+        return torch.where(ok, v, zero), torch.where(ok, ld, zero), ~ok
 
-    def _to_v(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _continuum_inv(self, j: int, c: torch.Tensor) -> torch.Tensor:
         assert self.bounds is not None
+        lo, hi = self.bounds[j]
+        if j in self.log:
+            return torch.exp(c)
+        if lo is not None and hi is not None:
+            return (lo + (hi - lo) * torch.sigmoid(c)).clamp(lo, hi)
+        if lo is not None:
+            return (lo + torch.exp(c)).clamp_min(lo)
+        if hi is not None:
+            return (hi - torch.exp(c)).clamp_max(hi)
+        return c
+
+    def _col_to_v(
+        self, j: int, c: torch.Tensor, noise: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Feature ``j``'s map ``x -> v``: ``(v, log|dv/dx|, outside the support)``."""
+        assert self.kinds is not None
+        k = self.kinds[j]
+        if k is None:
+            return self._continuum(j, c)
+        kind = k["kind"]
+        if kind == "periodic":
+            a, b = k["period"]
+            y = a + torch.remainder(c - k["shift"] - a, b - a)
+            y = torch.where(y >= b, torch.full_like(y, a), y)  # round-off of remainder at the top
+            return self._continuum(j, y)
+        if kind == "discrete":
+            values = torch.tensor(k["values"], dtype=c.dtype, device=c.device)
+            idx, ok = _match(c, values)
+            eps = torch.rand_like(c) if noise else torch.full_like(c, 0.5)
+            return idx.to(c.dtype) + eps, torch.zeros_like(c), ~ok
+        # spike
+        s = torch.tensor([k["value"]], dtype=c.dtype, device=c.device)
+        _, is_s = _match(c, s)
+        c0, c1 = k["cell"]
+        v_c, ld_c, out_c = self._continuum(j, torch.where(is_s, torch.zeros_like(c), c))
+        eps = torch.rand_like(c) if noise else torch.full_like(c, 0.5)
+        v = torch.where(is_s, c0 + (c1 - c0) * eps, v_c)
+        ld = torch.where(is_s, torch.full_like(c, math.log(c1 - c0)), ld_c)
+        return v, ld, out_c & ~is_s
+
+    def _col_from_v(self, j: int, v: torch.Tensor) -> torch.Tensor:
+        assert self.kinds is not None
+        k = self.kinds[j]
+        if k is None:
+            return self._continuum_inv(j, v)
+        kind = k["kind"]
+        if kind == "periodic":
+            a, b = k["period"]
+            y = self._continuum_inv(j, v)
+            x = a + torch.remainder(y + k["shift"] - a, b - a)
+            return torch.where(x >= b, torch.full_like(x, a), x)
+        if kind == "discrete":
+            values = torch.tensor(k["values"], dtype=v.dtype, device=v.device)
+            idx = torch.floor(torch.nan_to_num(v, nan=0.0)).clamp(0, values.numel() - 1).long()
+            return values[idx]
+        return torch.where(v < k["split"], torch.full_like(v, k["value"]), self._continuum_inv(j, v))
+
+    def _outside_message(self, func: str, j: int, nbad: int) -> str:
+        assert self.kinds is not None and self.bounds is not None
+        k = self.kinds[j]
+        if k is not None and k["kind"] == "discrete":
+            return (
+                f"{func}: feature {j} is discrete with values {k['values']} but {nbad} value(s) are none of "
+                "them (unseen values have zero probability under the model)"
+            )
+        extra = f" and not its spike value {k['value']}" if k is not None and k["kind"] == "spike" else ""
+        if j in self.log:
+            return (
+                f"{func}: feature {j} is log-transformed but {nbad} value(s) are not strictly positive{extra}"
+            )
+        lo, hi = self.bounds[j]
+        return (
+            f"{func}: feature {j} has {nbad} value(s) outside its bounds ({lo}, {hi}){extra} "
+            "(open interval; these have zero density under the model)"
+        )
+
+    def _to_v(
+        self, x: torch.Tensor, func: str = "Preprocessing", noise: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         cols, ld = [], x.new_zeros(x.shape[0])
         for j in range(x.shape[1]):
-            c = x[:, j]
-            lo, hi = self.bounds[j]
-            if j in self.log:
-                v = torch.log(c)
-                ld = ld - v
-            elif lo is not None and hi is not None:
-                a, b = torch.log(c - lo), torch.log(hi - c)
-                v = a - b
-                ld = ld + math.log(hi - lo) - a - b
-            elif lo is not None:
-                v = torch.log(c - lo)
-                ld = ld - v
-            elif hi is not None:
-                v = torch.log(hi - c)
-                ld = ld - v
-            else:
-                v = c
+            v, ldj, out = self._col_to_v(j, x[:, j], noise)
+            nbad = int(out.sum())
+            if nbad:
+                raise ValueError(self._outside_message(func, j, nbad))
             cols.append(v)
+            ld = ld + ldj
         return torch.stack(cols, dim=1), ld
 
     def _from_v(self, v: torch.Tensor) -> torch.Tensor:
-        assert self.bounds is not None
-        cols = []
-        for j in range(v.shape[1]):
-            c = v[:, j]
-            lo, hi = self.bounds[j]
-            if j in self.log:
-                x = torch.exp(c)
-            elif lo is not None and hi is not None:
-                x = (lo + (hi - lo) * torch.sigmoid(c)).clamp(lo, hi)
-            elif lo is not None:
-                x = (lo + torch.exp(c)).clamp_min(lo)
-            elif hi is not None:
-                x = (hi - torch.exp(c)).clamp_max(hi)
-            else:
-                x = c
-            cols.append(x)
-        return torch.stack(cols, dim=1)
+        return torch.stack([self._col_from_v(j, v[:, j]) for j in range(v.shape[1])], dim=1)
+
+    def support(self, x: torch.Tensor) -> torch.Tensor:
+        """Whether each row lies inside the support (bounds, log > 0, allowed discrete values), ``(N,)``."""
+        self._check_x("Preprocessing.support", x)
+        ok = torch.isfinite(x).all(dim=1)
+        xs = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+        for j in range(x.shape[1]):
+            ok &= ~self._col_to_v(j, xs[:, j], False)[2]
+        return ok
 
     def _check_x(self, func: str, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
@@ -271,7 +473,7 @@ class Preprocessing(nn.Module):
         self._acc_c = RunningMoments(self.context) if self.context else None
 
     def fit_update(self, x, weights=None, *, context=None) -> None:
-        """Accumulate one chunk of training rows."""
+        """Accumulate one chunk of training rows (discrete and spike rows at their cell centres)."""
         func = "Preprocessing.fit"
         xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(torch.float64)
         self._check_x(func, xt)
@@ -284,8 +486,7 @@ class Preprocessing(nn.Module):
                 raise ValueError(
                     f"{func}: argument 'weights' must have shape ({xt.shape[0]},), got {w.shape}"
                 )
-        self._check_domain(func, xt)
-        v, _ = self._to_v(xt)
+        v, _ = self._to_v(xt, func)
         self._acc.update(v.numpy(), w)
         if self.context:
             if context is None:
@@ -317,44 +518,77 @@ class Preprocessing(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""``x`` (N, D) -> ``(u, logabsdet)``, per-row :math:`\log|\det\partial u/\partial x|`."""
+        r"""``x`` (N, D) -> ``(u, logabsdet)``, per-row :math:`\log|\det\partial u/\partial x|`.
+
+        In training mode discrete and spike rows are dequantised with uniform noise (their log-density
+        is then a lower bound of the log-mass); in evaluation mode they sit at their cell centres.
+        """
         func = "Preprocessing.forward"
         self._check_x(func, x)
         if self.features is None:
             raise ValueError(f"{func}: the preprocessing is not fitted (call fit first)")
-        self._check_domain(func, x)
-        v, ld = self._to_v(x)
+        v, ld = self._to_v(x, func, noise=self.training)
         u = (v - self.mean) / self.std
         return u, ld - torch.log(self.std).sum()
 
     def inverse(self, u: torch.Tensor) -> torch.Tensor:
-        """``u`` (N, D) -> ``x`` (clipped to the closed bounds)."""
+        """``u`` (N, D) -> ``x`` (clipped to the closed bounds, discrete values and spikes restored)."""
         self._check_x("Preprocessing.inverse", u)
         return self._from_v(u * self.std + self.mean)
 
     def inverse_and_log_det(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         r"""``u`` -> ``x`` and :math:`\log|\det\partial u/\partial x|` at ``x``, from ``v`` (stable at
-        the edges: for the logit :math:`-\log(b-a) - \log\sigma(v) - \log\sigma(-v)`)."""
+        the edges: for the logit :math:`-\log(b-a) - \log\sigma(v) - \log\sigma(-v)`).
+
+        For discrete and spike features this is the Jacobian of the dequantised density at the drawn
+        ``v`` (discrete: 0, spike rows: ``log(c1 - c0)``); :meth:`nfhep.model.Model.sample_and_log_prob`
+        evaluates such models' ``log_prob`` at the returned events instead.
+        """
         self._check_x("Preprocessing.inverse_and_log_det", u)
-        assert self.bounds is not None
+        assert self.bounds is not None and self.kinds is not None
         v = u * self.std + self.mean
         ld = -torch.log(self.std).sum().expand(u.shape[0])
         for j in range(v.shape[1]):
             lo, hi = self.bounds[j]
             c = v[:, j]
+            k = self.kinds[j]
+            if k is not None and k["kind"] == "discrete":
+                continue
             if lo is not None and hi is not None:
-                ld = ld - math.log(hi - lo) - nn.functional.logsigmoid(c) - nn.functional.logsigmoid(-c)
+                lj = -math.log(hi - lo) - nn.functional.logsigmoid(c) - nn.functional.logsigmoid(-c)
             elif j in self.log or lo is not None or hi is not None:
-                ld = ld - c
+                lj = -c
+            else:
+                lj = torch.zeros_like(c)
+            if k is not None and k["kind"] == "spike":
+                lj = torch.where(
+                    c < k["split"], torch.full_like(c, math.log(k["cell"][1] - k["cell"][0])), lj
+                )
+            ld = ld + lj
         return self._from_v(v), ld
+
+    def outside_range(self, x: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
+        """Rows beyond the training range by more than ``margin`` × its width in some feature, ``(N,)``.
+
+        All ``False`` when the training range is not known (``data_range`` unset).
+        """
+        if self.data_range is None:
+            return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        lo = torch.tensor([a for a, _ in self.data_range], dtype=x.dtype, device=x.device)
+        hi = torch.tensor([b for _, b in self.data_range], dtype=x.dtype, device=x.device)
+        m = margin * (hi - lo)
+        return ((x < lo - m) | (x > hi + m)).any(dim=1)
 
     def forward_context(self, context: torch.Tensor) -> torch.Tensor:
         """Standardise context features (any shape ``(..., C)``)."""
         return (context - self.context_mean) / self.context_std
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable description including the fitted constants."""
-        return {
+        """JSON-serialisable description including the fitted constants.
+
+        ``kinds`` and ``data_range`` appear only when used (they make a version-2 model file).
+        """
+        d: dict[str, Any] = {
             "standardize": self.standardize,
             "log": list(self.log),
             "bounds": None if self.bounds is None else [list(b) for b in self.bounds],
@@ -366,6 +600,10 @@ class Preprocessing(nn.Module):
             "context_mean": [float(v) for v in self.context_mean.tolist()],
             "context_std": [float(v) for v in self.context_std.tolist()],
         }
+        if self.extended:
+            d["kinds"] = None if self.kinds is None else [None if k is None else dict(k) for k in self.kinds]
+            d["data_range"] = None if self.data_range is None else [list(r) for r in self.data_range]
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, dtype: torch.dtype | None = None) -> Preprocessing:
@@ -378,6 +616,8 @@ class Preprocessing(nn.Module):
             standardize=d.get("standardize", True),
             log=d.get("log", ()),
             bounds=d.get("bounds"),
+            kinds=d.get("kinds"),
+            data_range=d.get("data_range"),
             features=d.get("features"),
             context=d.get("context", 0),
         )
@@ -391,7 +631,8 @@ class Preprocessing(nn.Module):
         return p
 
     def extra_repr(self) -> str:
+        special = {} if self.kinds is None else {j: k["kind"] for j, k in enumerate(self.kinds) if k}
         return (
             f"features={self.features}, standardize={self.standardize}, log={list(self.log)}, "
-            f"context={self.context}"
+            f"context={self.context}" + (f", kinds={special}" if special else "")
         )

@@ -1,0 +1,507 @@
+r"""Choose each feature's preprocessing from the training data (``nfhep train``'s automatic preprocessing).
+
+:func:`analyze_features` classifies every column of the training data and returns a
+:class:`FeatureAnalysis`: one :class:`FeatureDecision` per feature (class, transform, the reason, the
+fitted constants) that :meth:`FeatureAnalysis.preprocessing_kwargs` turns into the arguments of
+:class:`nfhep.preprocessing.Preprocessing` (and :meth:`nfhep.model.Model.create`'s ``preprocess``).
+
+Classes, tested in this order (each feature, ``n`` finite training values):
+
+``discrete``
+    at most ``max_discrete`` (20) distinct values (tag working points, multiplicities, flags):
+    dequantised, ``sample`` returns only the allowed values.
+``mixed``
+    one value holds at least ``spike_fraction`` (2%) of the rows and at least 10 rows, the rest is a
+    continuum (zero-padded jets, a default value): the spike is a cell below the continuum, the
+    continuum is classified on its own by the rules below.
+``periodic``
+    the name contains ``phi`` (case-insensitive) and the values fill :math:`[-\pi, \pi]` (range at least
+    95% of the period): wrapped after a
+    shift that puts the cut at the emptiest of 36 bins, then a logit on the period (a declared period
+    works for any name).
+``bounded`` / ``lower edge`` / ``upper edge``
+    a sharp edge at the minimum (maximum): at least 0.3% of the rows (and at least 5) within
+    ``0.05 × IQR`` of it (a Gaussian tail has about 10⁻⁵ there). Both edges: a logit on
+    ``[min - m, max + m]``; one edge: :math:`\log(x - a)` with ``a = min - m`` (or :math:`\log(b - x)`), with
+    a margin ``m = 10⁻³ ×`` (range, or median - min) so the edge becomes a smooth tail.
+``positive heavy-tailed``
+    no edge, all values > 0 and ``(q99.9 - q50)/IQR > 4`` (an exponential has 5.6, a Gaussian 2.3):
+    :math:`\log x`.
+``continuous``
+    anything else: identity.
+
+Standardisation follows in every case. Declared kinds (``declared={name: {...}}``: from
+``--preprocess config.toml``, ``--periodic``, ``--discrete``, ``--bounds``, ``--log-features``) replace the
+automatic decision for that feature.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FeatureDecision", "FeatureAnalysis", "analyze_features", "DECLARABLE_KINDS"]
+
+#: The kinds a user can declare for a feature (``--preprocess`` TOML ``kind = ...``).
+DECLARABLE_KINDS = (
+    "auto",
+    "continuous",
+    "positive",
+    "bounded",
+    "lower",
+    "upper",
+    "periodic",
+    "discrete",
+    "mixed",
+)
+
+_PHI = re.compile("phi", re.IGNORECASE)
+
+
+@dataclass
+class FeatureDecision:
+    """The preprocessing chosen for one feature."""
+
+    name: str
+    kind: str
+    transform: str
+    reason: str
+    declared: bool = False
+    log: bool = False
+    bounds: tuple[float | None, float | None] = (None, None)
+    special: dict[str, Any] | None = None
+    data_range: tuple[float, float] = (0.0, 0.0)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "transform": self.transform,
+            "reason": self.reason,
+            "declared": self.declared,
+        }
+
+
+@dataclass
+class FeatureAnalysis:
+    """The per-feature decisions of :func:`analyze_features`."""
+
+    decisions: list[FeatureDecision]
+    n_rows: int
+
+    @property
+    def features(self) -> list[str]:
+        return [d.name for d in self.decisions]
+
+    def preprocessing_kwargs(self) -> dict[str, Any]:
+        """``log``, ``bounds``, ``kinds``, ``data_range`` for :class:`~nfhep.preprocessing.Preprocessing`."""
+        return {
+            "log": [j for j, d in enumerate(self.decisions) if d.log],
+            "bounds": [d.bounds for d in self.decisions],
+            "kinds": [d.special for d in self.decisions],
+            "data_range": [d.data_range for d in self.decisions],
+        }
+
+    def table(self) -> str:
+        """The decisions as an aligned text table (printed by ``nfhep train``)."""
+        rows = [("feature", "class", "transform", "why")]
+        for d in self.decisions:
+            rows.append((d.name, d.kind + (" (declared)" if d.declared else ""), d.transform, d.reason))
+        w = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = [f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}" for r in rows]
+        lines.insert(1, "-" * (sum(w) + 6 + max(len(r[3]) for r in rows)))
+        return "\n".join(lines)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [d.to_dict() for d in self.decisions]
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.6g}"
+
+
+def _edges(c: np.ndarray) -> tuple[bool, bool, str]:
+    n = c.size
+    q25, q75 = np.quantile(c, [0.25, 0.75])
+    iqr = q75 - q25
+    if not iqr > 0:
+        iqr = float(np.std(c))
+    if not iqr > 0:
+        return False, False, "constant"
+    lo, hi = float(c.min()), float(c.max())
+    win = 0.05 * iqr
+    n_lo = int(np.count_nonzero(c <= lo + win))
+    n_hi = int(np.count_nonzero(c >= hi - win))
+    need = max(5, math.ceil(0.003 * n))
+    return n_lo >= need, n_hi >= need, f"{100 * n_lo / n:.1f}% at the min, {100 * n_hi / n:.1f}% at the max"
+
+
+def _heavy_upper(c: np.ndarray) -> tuple[bool, float]:
+    q25, q50, q75, q999 = np.quantile(c, [0.25, 0.5, 0.75, 0.999])
+    iqr = q75 - q25
+    if not iqr > 0:
+        return False, 0.0
+    r = float((q999 - q50) / iqr)
+    return r > 4.0, r
+
+
+def _continuum(name: str, c: np.ndarray, decl: Mapping[str, Any] | None) -> FeatureDecision:
+    """Classify a continuous column (no discrete/spike test)."""
+    lo, hi = float(c.min()), float(c.max())
+    rng = (lo, hi)
+    kind = (decl or {}).get("kind", "auto")
+    if kind in ("bounded", "lower", "upper") and decl is not None:
+        a, b = decl.get("low"), decl.get("high")
+        a = None if a is None or a == -math.inf else float(a)
+        b = None if b is None or b == math.inf else float(b)
+        if kind == "bounded" and (a is None or b is None):
+            raise ValueError(f"feature {name!r}: kind 'bounded' needs low and high")
+        if kind == "lower" and a is None:
+            raise ValueError(f"feature {name!r}: kind 'lower' needs low")
+        if kind == "upper" and b is None:
+            raise ValueError(f"feature {name!r}: kind 'upper' needs high")
+        if a is not None and b is not None and not a < b:
+            raise ValueError(f"feature {name!r}: bounds need low < high, got ({a}, {b})")
+        if (a is not None and lo <= a) or (b is not None and hi >= b):
+            raise ValueError(
+                f"feature {name!r}: declared bounds ({a}, {b}) do not contain the training data "
+                f"[{_fmt(lo)}, {_fmt(hi)}] (open interval)"
+            )
+        if a is not None and b is not None:
+            t = f"logit on ({_fmt(a)}, {_fmt(b)})"
+        elif a is not None:
+            t = f"log(x - {_fmt(a)})"
+        else:
+            t = f"log({_fmt(b)} - x)"
+        return FeatureDecision(
+            name,
+            "bounded" if a is not None and b is not None else kind,
+            t,
+            "declared",
+            True,
+            False,
+            (a, b),
+            None,
+            rng,
+        )
+    if kind == "positive":
+        if not lo > 0:
+            raise ValueError(
+                f"feature {name!r}: declared 'positive' but its minimum is {_fmt(lo)} (must be > 0)"
+            )
+        return FeatureDecision(
+            name, "positive heavy-tailed", "log(x)", "declared", True, True, (None, None), None, rng
+        )
+    if kind == "continuous":
+        return FeatureDecision(
+            name, "continuous", "identity", "declared", True, False, (None, None), None, rng
+        )
+    if kind not in ("auto",):
+        raise ValueError(f"feature {name!r}: kind {kind!r} is not valid for a continuum")
+    e_lo, e_hi, why = _edges(c)
+    if why == "constant":
+        return FeatureDecision(
+            name, "continuous", "identity", "constant (centred only)", False, False, (None, None), None, rng
+        )
+    if e_lo and e_hi:
+        m = 1e-3 * (hi - lo)
+        a, b = lo - m, hi + m
+        return FeatureDecision(
+            name,
+            "bounded",
+            f"logit on ({_fmt(a)}, {_fmt(b)})",
+            f"sharp edges: {why}",
+            False,
+            False,
+            (a, b),
+            None,
+            rng,
+        )
+    if e_lo:
+        med = float(np.median(c))
+        m = 1e-3 * max(med - lo, 1e-12 * max(1.0, abs(lo)))
+        a = lo - m
+        return FeatureDecision(
+            name,
+            "lower edge",
+            f"log(x - {_fmt(a)})",
+            f"sharp lower edge: {why}",
+            False,
+            False,
+            (a, None),
+            None,
+            rng,
+        )
+    if e_hi:
+        med = float(np.median(c))
+        m = 1e-3 * max(hi - med, 1e-12 * max(1.0, abs(hi)))
+        b = hi + m
+        return FeatureDecision(
+            name,
+            "upper edge",
+            f"log({_fmt(b)} - x)",
+            f"sharp upper edge: {why}",
+            False,
+            False,
+            (None, b),
+            None,
+            rng,
+        )
+    heavy, r = _heavy_upper(c)
+    if heavy and lo > 0:
+        return FeatureDecision(
+            name,
+            "positive heavy-tailed",
+            "log(x)",
+            f"all > 0, (q99.9 - q50)/IQR = {r:.1f} > 4",
+            False,
+            True,
+            (None, None),
+            None,
+            rng,
+        )
+    return FeatureDecision(
+        name,
+        "continuous",
+        "identity",
+        f"no edge, (q99.9 - q50)/IQR = {r:.1f}",
+        False,
+        False,
+        (None, None),
+        None,
+        rng,
+    )
+
+
+def _discrete(name: str, values: np.ndarray, rng, declared: bool, reason: str) -> FeatureDecision:
+    vals = [float(v) for v in np.unique(values)]
+    shown = ", ".join(_fmt(v) for v in vals[:6]) + (", ..." if len(vals) > 6 else "")
+    return FeatureDecision(
+        name,
+        "discrete",
+        f"dequantised over {len(vals)} values ({shown})",
+        reason,
+        declared,
+        False,
+        (None, None),
+        {"kind": "discrete", "values": vals},
+        rng,
+    )
+
+
+def _periodic(name: str, c: np.ndarray, period: tuple[float, float], declared: bool, reason: str):
+    a, b = period
+    lo, hi = float(c.min()), float(c.max())
+    width = b - a
+    # put the cut where the data are sparsest: the centre of the emptiest of 36 bins
+    y = a + np.mod(c - a, width)
+    counts, edges = np.histogram(y, bins=36, range=(a, b))
+    i = int(np.argmin(counts))
+    cut = 0.5 * (edges[i] + edges[i + 1])
+    shift = float(np.mod(cut - a, width))  # wrap(x - shift) into [a, b) has its cut at x = cut
+    if shift > 0.5 * width:
+        shift -= width
+    m = 1e-6 * width
+    return FeatureDecision(
+        name,
+        "periodic",
+        f"wrap into [{_fmt(a)}, {_fmt(b)}) after a shift of {_fmt(shift)}, logit",
+        reason + f"; cut at {_fmt(cut)} ({int(counts[i])} of {c.size} rows in its bin)",
+        declared,
+        False,
+        (a - m, b + m),
+        {"kind": "periodic", "period": [a, b], "shift": shift},
+        (lo, hi),
+    )
+
+
+def _spike_cell(cont: FeatureDecision, c: np.ndarray) -> tuple[float, float, float]:
+    """The spike's cell in the continuum's v units: below the continuum's smallest v."""
+    if cont.log:
+        v = np.log(c)
+    else:
+        a, b = cont.bounds
+        if a is not None and b is not None:
+            v = np.log(c - a) - np.log(b - c)
+        elif a is not None:
+            v = np.log(c - a)
+        elif b is not None:
+            v = np.log(b - c)
+        else:
+            v = c
+    vmin = float(v.min())
+    sd = float(np.std(v))
+    w = 0.5 * sd if sd > 0 else 1.0
+    c1 = vmin - 0.5 * w
+    return c1 - w, c1, vmin - 0.25 * w
+
+
+def analyze_features(
+    x: np.ndarray,
+    names: Sequence[str],
+    *,
+    declared: Mapping[str, Mapping[str, Any]] | None = None,
+    max_discrete: int = 20,
+    spike_fraction: float = 0.02,
+) -> FeatureAnalysis:
+    """Classify each column of the training data ``x`` ``(N, D)`` and choose its preprocessing.
+
+    Parameters
+    ----------
+    x : array (N, D)
+        Training values (finite; rows with NaN/inf must be dropped first).
+    names : sequence of str
+        The feature names (``D``).
+    declared : dict {name: {"kind": ..., ...}}, optional
+        Declared kinds (see :data:`DECLARABLE_KINDS`): ``bounded``/``lower``/``upper`` with ``low``/
+        ``high``; ``periodic`` with optional ``period = [a, b]`` (default ``[-pi, pi]``); ``discrete`` with
+        optional ``values``; ``mixed`` with optional ``spike``; ``positive``; ``continuous``; ``auto``.
+    max_discrete : int
+        At most this many distinct values make a feature discrete.
+    spike_fraction : float
+        The smallest fraction of rows at one value that makes a spike.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    names = [str(n) for n in names]
+    if x.ndim != 2 or x.shape[1] != len(names):
+        raise ValueError(f"analyze_features: 'x' must have shape (N, {len(names)}), got {x.shape}")
+    if x.shape[0] < 2:
+        raise ValueError(f"analyze_features: need at least 2 rows, got {x.shape[0]}")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=1).sum())
+        raise ValueError(f"analyze_features: {bad} row(s) hold NaN/inf (drop them first, e.g. --drop-bad)")
+    declared = dict(declared or {})
+    unknown = sorted(set(declared) - set(names))
+    if unknown:
+        raise ValueError(f"preprocessing declared for {unknown}, which are not features ({names})")
+    out = []
+    n = x.shape[0]
+    for j, name in enumerate(names):
+        c = x[:, j]
+        decl = declared.get(name)
+        kind = (decl or {}).get("kind", "auto")
+        if kind not in DECLARABLE_KINDS:
+            raise ValueError(f"feature {name!r}: kind {kind!r} is not one of {DECLARABLE_KINDS}")
+        rng = (float(c.min()), float(c.max()))
+        uniq, counts = np.unique(c, return_counts=True)
+        if kind == "discrete":
+            vals = decl.get("values")
+            if vals is not None:
+                vals = np.unique(np.asarray(vals, dtype=np.float64))
+                missing = np.setdiff1d(uniq, vals)
+                if missing.size:
+                    raise ValueError(
+                        f"feature {name!r}: training values {missing[:5].tolist()} are not among the "
+                        "declared "
+                        f"discrete values {vals.tolist()}"
+                    )
+            else:
+                vals = uniq
+            out.append(_discrete(name, vals, rng, True, "declared"))
+            continue
+        if kind == "periodic":
+            a, b = (float(t) for t in decl.get("period", (-math.pi, math.pi)))
+            if not a < b:
+                raise ValueError(f"feature {name!r}: period needs low < high, got ({a}, {b})")
+            out.append(_periodic(name, c, (a, b), True, "declared"))
+            continue
+        if kind == "auto" and uniq.size <= max_discrete:
+            out.append(_discrete(name, uniq, rng, False, f"{uniq.size} distinct values (<= {max_discrete})"))
+            continue
+        top = int(np.argmax(counts))
+        if kind == "mixed" or (
+            kind == "auto" and counts[top] >= max(10, spike_fraction * n) and uniq.size > max_discrete
+        ):
+            s = (
+                float(decl["spike"])
+                if kind == "mixed" and decl.get("spike") is not None
+                else float(uniq[top])
+            )
+            is_s = np.abs(c - s) <= 1e-5 * max(1.0, abs(s))
+            if not is_s.any() or is_s.all():
+                raise ValueError(f"feature {name!r}: 'mixed' needs rows at the spike {s} and rows elsewhere")
+            rest = c[~is_s]
+            cont = _continuum(name, rest, None)
+            c0, c1, split = _spike_cell(cont, rest)
+            frac = float(is_s.mean())
+            d = FeatureDecision(
+                name,
+                "mixed",
+                f"spike at {_fmt(s)} -> cell below the continuum; continuum: {cont.transform}",
+                ("declared" if kind == "mixed" else f"{100 * frac:.1f}% of rows at {_fmt(s)}")
+                + f"; continuum {cont.kind}",
+                kind == "mixed",
+                cont.log,
+                cont.bounds,
+                {"kind": "spike", "value": s, "cell": [c0, c1], "split": split},
+                rng,
+            )
+            out.append(d)
+            continue
+        if (
+            kind == "auto"
+            and _PHI.search(name)
+            and rng[0] >= -math.pi - 1e-6
+            and rng[1] <= math.pi + 1e-6
+            and rng[1] - rng[0] >= 0.95 * 2 * math.pi
+        ):
+            out.append(
+                _periodic(name, c, (-math.pi, math.pi), False, "name contains 'phi', values fill [-pi, pi]")
+            )
+            continue
+        out.append(_continuum(name, c, decl))
+    return FeatureAnalysis(out, n)
+
+
+def load_preprocess_config(path: str) -> dict[str, dict[str, Any]]:
+    """Read a ``--preprocess`` TOML file: ``[features.NAME]`` tables with ``kind`` and its parameters.
+
+    Example::
+
+        [features.lep_phi]
+        kind = "periodic"            # period = [-3.14159, 3.14159] by default
+        [features.njets]
+        kind = "discrete"            # values = [...] optional
+        [features.lep_eta]
+        kind = "bounded"
+        low = -2.5
+        high = 2.5
+        [features.jet_pt]
+        kind = "mixed"               # spike = 0.0 optional
+    """
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--preprocess: no such file {path!r}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"--preprocess {path!r}: not valid TOML ({err})") from None
+    feats = doc.get("features")
+    if not isinstance(feats, dict) or not feats:
+        raise ValueError(f"--preprocess {path!r}: expected [features.NAME] tables")
+    unknown_top = sorted(set(doc) - {"features"})
+    if unknown_top:
+        raise ValueError(f"--preprocess {path!r}: unknown top-level key(s) {unknown_top}")
+    allowed = {"kind", "low", "high", "period", "values", "spike"}
+    out: dict[str, dict[str, Any]] = {}
+    for name, t in feats.items():
+        if not isinstance(t, dict) or "kind" not in t:
+            raise ValueError(f"--preprocess {path!r}: [features.{name}] needs a 'kind'")
+        bad = sorted(set(t) - allowed)
+        if bad:
+            raise ValueError(f"--preprocess {path!r}: [features.{name}] has unknown key(s) {bad}")
+        if t["kind"] not in DECLARABLE_KINDS:
+            raise ValueError(
+                f"--preprocess {path!r}: [features.{name}] kind {t['kind']!r} is not one of "
+                f"{DECLARABLE_KINDS}"
+            )
+        out[str(name)] = dict(t)
+    return out
