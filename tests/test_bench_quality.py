@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -224,3 +225,26 @@ def test_target_check_picks_best_family():
         (100, "arqs", True, False),  # SWD 3x truth
     ]
     assert checks[1]["swd_ratio"] == pytest.approx(3.0)
+
+
+def test_fit_with_deadline_stops_with_best_weights():
+    """The time budget ends training like nfhep's own stops: best weights kept, no NaN epoch left behind."""
+    import torch
+
+    from nfhep.model import Model
+    from nfhep.quality import _fit_with_deadline, _train_options
+
+    flow_kw, fit_kw = _train_options("maf")
+    torch.manual_seed(0)
+    model = Model.create("maf", ["a", "b"], **{**flow_kw, "hidden": [16]})
+    x = CMoG(2, seed=1).sample(3000, np.random.default_rng(0))
+    from nfhep.train import fit
+
+    fit(copy.deepcopy(model), x, **{**fit_kw, "epochs": 1, "progress": False})  # one-off costs paid first
+    hist, hit = _fit_with_deadline(model, x, {**fit_kw, "epochs": 100_000, "progress": False}, 2.0)
+    assert hit and hist.stop_reason == "time_budget"
+    assert len(hist.loss) >= 1 and all(math.isfinite(v) for v in hist.loss + hist.val_loss)
+    assert len(hist.loss) == len(hist.val_loss) == len(hist.lr) == len(hist.seconds)
+    assert hist.best_epoch is not None and hist.val_loss[hist.best_epoch] == min(hist.val_loss)
+    assert "log_prob" not in vars(model)  # the method is back
+    assert torch.isfinite(model.log_prob(x)).all()

@@ -11,8 +11,9 @@ HELP = "validation study: learn correlated mixtures of Gaussians (D = 4 ... 100)
 DESCRIPTION = """\
 The CMoG benchmark of arXiv:2302.12024: for each dimension D, a mixture of 3 correlated multivariate
 Gaussians with an exact log-density (nfhep.cmog.CMoG, seed 0) gives a training, a test and a second true
-sample; each flow family (maf, realnvp, crqs, arqs) is trained with the defaults of `nfhep train`, its
-epochs capped by a time budget per run (--max-minutes), then sampled and evaluated with the C++ engine.
+sample; each flow family (maf, realnvp, crqs, arqs) is trained with the defaults of `nfhep train`,
+stopped at a time budget per run (--max-minutes; the best weights kept), then sampled and evaluated with
+the C++ engine.
 The papers' metrics compare the flow's sample with the test sample (median KS p-value, SWD, Frobenius
 norm, HPDIe; C2ST AUC) beside the same metrics for two true samples (truth vs truth), with the test NLL
 minus the true NLL (an estimate of KL(p||q)), training time and events/s of log p and sampling.
@@ -67,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-minutes", type=float, default=None, help="training time budget per (D, family) run [3]"
     )
-    p.add_argument("--max-epochs", type=int, default=None, help="epoch cap before the time budget [200]")
+    p.add_argument("--max-epochs", type=int, default=None, help="epoch limit besides the time budget [200]")
     p.add_argument("--n-iter", type=int, default=None, help="batches of the batched metrics [10]")
     p.add_argument("--seed", type=int, default=None, help="seed of the target, samples and training [0]")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-run lines")
