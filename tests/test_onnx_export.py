@@ -1,0 +1,453 @@
+"""ONNX export of log_prob (``nfhep.onnx_export``, ``nfhep export-onnx``) against the torch model.
+
+onnxruntime (one thread) evaluates the exported graph; the references are :meth:`Model.log_prob` of the
+same weights (float32: within 1e-5 of ``|Δ| / max(1, |log p|)``; float64: 1e-10) and, for the values
+``Model.log_prob`` does not define (outside the support, NaN, infinities), :class:`nfhep.Engine`. Every
+family with and without context; points in the spline tails, exactly at knots and at ``±B``; bounds and
+log preprocessing; every activation, batch norm, ActNorm, dropout; opsets; metadata; the CLI; errors.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import nfhep
+from conftest import require_module
+from nfhep import modelfile
+from nfhep.bijectors.torch_impl import rqs_knots
+from nfhep.model import Model
+from nfhep.onnx_export import DEFAULT_OPSET, MIN_OPSET, OPERATORS, export_onnx, onnx_model, operators_of
+from test_engine import _data
+
+onnx = require_module("onnx")
+ort = require_module("onnxruntime")
+
+REPO = Path(__file__).resolve().parents[1]
+FAMILIES = ("maf", "realnvp", "crqs", "arqs")
+TOL32, TOL64 = 1e-5, 1e-10
+
+
+def _model(
+    family: str,
+    *,
+    d: int = 4,
+    context: int = 0,
+    key: int = 0,
+    scale: float = 0.15,
+    dtype=torch.float32,
+    bounds: dict | None = None,
+    log_features: tuple[str, ...] = (),
+    standardize: bool = True,
+    **flow_options,
+) -> Model:
+    """A small model (2 bijectors, hidden 16-12, 5 knots on [-3, 3]) with fitted preprocessing and every
+    weight perturbed by ``scale`` x N(0, 1) (biases by 2/3 of that): far from the identity, yet smooth
+    enough that float32 rounding is not amplified beyond 1e-5 (the stressed case has its own test)."""
+    torch.manual_seed(key)
+    opts = {"bijectors": 2, "hidden": [16, 12]}
+    if family in ("crqs", "arqs"):
+        opts.update(knots=5, range=3.0)
+    opts.update(flow_options)
+    m = Model.create(
+        family,
+        [f"x{j}" for j in range(d)],
+        context_features=[f"c{j}" for j in range(context)],
+        bounds=bounds,
+        log_features=log_features,
+        standardize=standardize,
+        **opts,
+    )
+    x = _data(400, d, bounds=bounds, log_features=log_features, seed=key + 1)
+    c = np.random.default_rng(key + 2).normal(1.0, 2.0, size=(400, context)) if context else None
+    m.preprocessing.fit(x, context=c)
+    g = torch.Generator().manual_seed(key + 3)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            s = scale if name.endswith("weight") else scale * 2 / 3
+            p.add_(s * torch.randn(p.shape, generator=g, dtype=p.dtype))
+        for name, b in m.named_buffers():
+            if name.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif name.endswith("running_var"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+    return m.to(dtype).eval()
+
+
+def _session(model_or_proto):
+    blob = (
+        model_or_proto.SerializeToString() if hasattr(model_or_proto, "SerializeToString") else model_or_proto
+    )
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(blob, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _run(sess, x, c=None) -> np.ndarray:
+    feeds = {"x": x} if c is None else {"x": x, "context": c}
+    out = sess.run(["log_prob"], feeds)[0]
+    assert out.shape == (len(x),) and out.dtype == x.dtype
+    return out
+
+
+def _torch_lp(m: Model, x, c=None) -> np.ndarray:
+    dt = next(m.parameters()).dtype
+    with torch.no_grad():
+        ct = None if c is None else torch.as_tensor(c, dtype=dt)
+        return m.log_prob(torch.as_tensor(x, dtype=dt), ct).double().numpy()
+
+
+def _rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b) / np.maximum(1.0, np.abs(b))))
+
+
+def _context(n: int, c: int, seed: int, dtype=np.float32):
+    return np.random.default_rng(seed).normal(1.0, 2.0, size=(n, c)).astype(dtype) if c else None
+
+
+def _tail_rows(m: Model, n_per: int = 8) -> np.ndarray:
+    """Raw rows whose standardised values lie beyond the spline range (|u| up to 4 B + 1) and far out."""
+    pre = m.preprocessing
+    mean, std = pre.mean.double().numpy(), pre.std.double().numpy()
+    bound = float(m.flow.config.get("range", 3.0))
+    rng = np.random.default_rng(5)
+    u = rng.normal(size=(4 * n_per, len(mean)))
+    u[:n_per, 0] = bound + 0.5 + 3 * rng.random(n_per)  # the first layer's first column in the right tail
+    u[n_per : 2 * n_per, -1] = -bound - 0.5 - 3 * rng.random(n_per)
+    u[2 * n_per : 3 * n_per] *= 4 * bound  # many columns far out
+    u[3 * n_per :, :] = np.where(rng.random((n_per, len(mean))) < 0.5, -1, 1) * (bound + 1)
+    return mean + std * u
+
+
+def _flow_moves(m: Model, x: np.ndarray, c=None) -> float:
+    """Spread of the flow's log-determinant over events (0 for an identity flow)."""
+    dt = next(m.parameters()).dtype
+    with torch.no_grad():
+        ct = None if c is None else m.preprocessing.forward_context(torch.as_tensor(c, dtype=dt))
+        u, _ = m.preprocessing(torch.as_tensor(x, dtype=dt))
+        _, ld = m.flow.transform(u, ct)
+    return float(ld.std())
+
+
+# -- parity: every family, with and without context -------------------------------------------------------
+@pytest.mark.parametrize("context", [0, 2])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_float32_parity_with_tails(family, context):
+    m = _model(family, d=4, context=context, key=11)
+    proto = onnx_model(m)
+    assert set(operators_of(proto)) <= set(OPERATORS)
+    assert [i.name for i in proto.graph.input] == (["x", "context"] if context else ["x"])
+    assert [o.name for o in proto.graph.output] == ["log_prob"]
+    sess = _session(proto)
+    x = np.concatenate([_data(600, 4, seed=21), _tail_rows(m)]).astype(np.float32)
+    c = _context(len(x), context, seed=22)
+    assert _flow_moves(m, x, c) > 0.1  # not the identity
+    lp_t = _torch_lp(m, x, c)
+    assert np.isfinite(lp_t).all()
+    lp_o = _run(sess, x, c)
+    err = _rel_err(lp_o, lp_t)
+    assert err <= TOL32, f"{family} context={context}: onnxruntime vs torch max relative error {err:.3g}"
+
+
+@pytest.mark.parametrize("context", [0, 1])
+@pytest.mark.parametrize("family", ["crqs", "arqs"])
+def test_inputs_exactly_at_knots_and_bounds(family, context):
+    """No standardisation, so the first layer's spline input is the raw value: rows placed exactly on the
+    knots of that layer's first transformed column (interior knots, -B and +B) and just beside them."""
+    d, k = 3, 5
+    m = _model(family, d=d, context=context, key=12, standardize=False)
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.0, 1.0, size=(6 * (k + 1), d)).astype(np.float32)
+    c = _context(len(x), context, seed=4)
+    layer = m.flow.layers[0]
+    col = 0 if family == "arqs" else layer.split
+    with torch.no_grad():
+        xt = torch.from_numpy(x)
+        ct = None if c is None else m.preprocessing.forward_context(torch.from_numpy(c))
+        if family == "arqs":
+            params = layer.conditioner(xt, ct)[:, col]  # feature 0 depends on the context only
+        else:
+            params = layer._params(xt[:, : layer.split], ct)[:, 0]  # depends on x[:, :split] only
+        kx, _, _ = rqs_knots(params, bound=3.0)
+    rows = np.arange(len(x))
+    knot = kx.numpy()[rows, rows % (k + 1)]
+    nudge = np.array([0.0, 0.0, np.float32(1e-6), -np.float32(1e-6), 0.0, 0.0], np.float32)[rows // (k + 1)]
+    x[:, col] = knot + nudge
+    assert np.any(x[:, col] == np.float32(3.0)) and np.any(x[:, col] == np.float32(-3.0))
+    lp_t = _torch_lp(m, x, c)
+    lp_o = _run(_session(onnx_model(m)), x, c)
+    assert np.isfinite(lp_t).all()
+    assert _rel_err(lp_o, lp_t) <= TOL32
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_float64_export_matches_float64_model(family):
+    m = _model(family, d=4, context=1, key=13, scale=0.3, dtype=torch.float64)
+    x = np.concatenate([_data(400, 4, seed=31), _tail_rows(m)])
+    c = _context(len(x), 1, seed=32, dtype=np.float64)
+    lp_o = _run(_session(onnx_model(m, dtype="float64")), x, c)
+    assert _rel_err(lp_o, _torch_lp(m, x, c)) <= TOL64
+
+
+@pytest.mark.parametrize("family", ["crqs", "arqs"])
+def test_float32_as_accurate_as_torch_float32_on_a_stressed_model(family):
+    """Strongly perturbed splines (steep bins) amplify float32 rounding: there both float32 evaluations
+    are compared with the float64 model, and the ONNX graph must be about as close as torch's own."""
+    m32 = _model(family, d=4, context=2, key=14, scale=0.3)
+    m64 = copy.deepcopy(m32).double()
+    x = np.concatenate([_data(2000, 4, seed=41), _tail_rows(m32)]).astype(np.float32)
+    c = _context(len(x), 2, seed=42)
+    exact = _torch_lp(m64, x.astype(np.float64), c.astype(np.float64))
+    err_torch = _rel_err(_torch_lp(m32, x, c), exact)
+    err_onnx = _rel_err(_run(_session(onnx_model(m32)), x, c), exact)
+    assert err_onnx <= max(TOL32, 3.0 * err_torch), (err_onnx, err_torch)
+
+
+# -- preprocessing and values outside the support ------------------------------------------------------------
+BOUNDS = {"x0": (-2.0, 3.0), "x2": (-1.0, None), "x3": (None, 4.0)}
+
+
+@pytest.mark.parametrize("family", ["maf", "arqs"])
+def test_bounds_and_log_preprocessing(family):
+    m = _model(family, d=5, context=1, key=15, bounds=BOUNDS, log_features=("x1",))
+    x = _data(500, 5, bounds=BOUNDS, log_features=("x1",), seed=51).astype(np.float32)
+    c = _context(len(x), 1, seed=52)
+    lp_o = _run(_session(onnx_model(m)), x, c)
+    assert _rel_err(lp_o, _torch_lp(m, x, c)) <= TOL32
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_outside_support_nan_and_inf_match_the_engine(tmp_path, family):
+    """Model.log_prob raises for values outside the support; the graph gives what nfhep.Engine gives:
+    -inf outside (bounds, log of <= 0, infinite values), NaN for a NaN feature or context value."""
+    m = _model(family, d=5, context=1, key=16, bounds=BOUNDS, log_features=("x1",))
+    ok = _data(1, 5, bounds=BOUNDS, log_features=("x1",), seed=61)[0]
+    cases = {  # column: value
+        "two-sided low edge": (0, -2.0),
+        "two-sided above": (0, 3.5),
+        "log of 0": (1, 0.0),
+        "log of negative": (1, -1.0),
+        "lower bound edge": (2, -1.0),
+        "upper bound above": (3, 5.0),
+        "+inf unbounded": (4, math.inf),
+        "-inf unbounded": (4, -math.inf),
+        "+inf lower-bounded": (2, math.inf),
+        "NaN unbounded": (4, math.nan),
+        "NaN bounded": (0, math.nan),
+    }
+    x = np.tile(ok, (len(cases) + 3, 1))
+    for r, (col, value) in enumerate(cases.values()):
+        x[r, col] = value
+    x[-3, 1], x[-3, 4] = -1.0, math.nan  # NaN wins over outside
+    c = np.ones((len(x), 1))
+    c[-2, 0], c[-1, 0] = math.nan, math.inf  # a NaN or infinite context value: NaN
+    x32, c32 = x.astype(np.float32), c.astype(np.float32)
+    lp_o = _run(_session(onnx_model(m)), x32, c32)
+    lp_e = nfhep.Engine(modelfile.save(m, tmp_path / "m.safetensors")).log_prob(x32, c32)
+    np.testing.assert_array_equal(np.isnan(lp_o), np.isnan(lp_e))
+    np.testing.assert_array_equal(np.isneginf(lp_o), np.isneginf(lp_e))
+    assert np.isneginf(lp_o[:9]).all() and np.isnan(lp_o[9:]).all()
+    refused = ("two-sided low edge", "two-sided above", "log of 0", "log of negative", "lower bound edge")
+    for r, (name, (col, _)) in enumerate(cases.items()):
+        if name in refused + ("upper bound above", "NaN bounded"):  # Model.log_prob refuses the row
+            with pytest.raises(ValueError, match=f"feature {col}"):
+                _torch_lp(m, x32[r : r + 1], c32[r : r + 1])
+    # the good row among bad ones is untouched
+    x32[0] = ok
+    assert np.isfinite(_run(_session(onnx_model(m)), x32, c32)[0])
+
+
+def test_batch_sizes_are_dynamic():
+    m = _model("arqs", d=3, context=1, key=17)
+    sess = _session(onnx_model(m))
+    assert sess.get_inputs()[0].shape == ["N", 3]
+    x = _data(257, 3, seed=71).astype(np.float32)
+    c = _context(257, 1, seed=72)
+    full = _run(sess, x, c)
+    for n in (0, 1, 5):
+        np.testing.assert_allclose(_run(sess, x[:n], c[:n]), full[:n], rtol=1e-6, atol=1e-6)
+
+
+# -- every option of the flows -------------------------------------------------------------------------------
+ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu", "sigmoid")
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("family", ["maf", "crqs"])
+def test_activations_batch_norm_actnorm_dropout(family, activation):
+    opts = dict(activation=activation, batch_norm=True, actnorm=True, dropout=0.1, permutation="random")
+    m = _model(family, d=4, context=1, key=18, **opts)
+    x = _data(400, 4, seed=81).astype(np.float32)
+    c = _context(len(x), 1, seed=82)
+    assert _rel_err(_run(_session(onnx_model(m)), x, c), _torch_lp(m, x, c)) <= TOL32
+    if activation == "gelu":
+        return  # onnxruntime has no float64 Erf kernel (the float64 graph is valid ONNX; docs/onnx.md)
+    m64 = m.double()
+    x64, c64 = x.astype(np.float64), c.astype(np.float64)
+    assert (
+        _rel_err(_run(_session(onnx_model(m64, dtype="float64")), x64, c64), _torch_lp(m64, x64, c64))
+        <= TOL64
+    )
+
+
+@pytest.mark.parametrize("context", [0, 1])
+@pytest.mark.parametrize("family", ["realnvp", "crqs", "maf", "arqs"])
+def test_one_feature(family, context):
+    """D = 1: coupling layers transform the one feature with parameters from the context only, or a
+    learned constant without context."""
+    m = _model(family, d=1, context=context, key=19, permutation="none")
+    x = np.concatenate([_data(200, 1, seed=91), _tail_rows(m, 4)]).astype(np.float32)
+    c = _context(len(x), context, seed=92)
+    assert _rel_err(_run(_session(onnx_model(m)), x, c), _torch_lp(m, x, c)) <= TOL32
+
+
+@pytest.mark.parametrize("opset", [MIN_OPSET, DEFAULT_OPSET, None])
+def test_opsets(opset):
+    opset = onnx.defs.onnx_opset_version() if opset is None else opset
+    m = _model("arqs", d=3, context=1, key=20)
+    proto = onnx_model(m, opset=opset)
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", opset)]
+    x = _data(100, 3, seed=93).astype(np.float32)
+    c = _context(100, 1, seed=94)
+    assert _rel_err(_run(_session(proto), x, c), _torch_lp(m, x, c)) <= TOL32
+
+
+# -- the file: metadata, atomic writes, errors ---------------------------------------------------------------
+def test_file_export_and_metadata(tmp_path):
+    m = _model("crqs", d=3, context=2, key=21, bounds={"x1": (0.0, None)})
+    src = modelfile.save(m, tmp_path / "sig.safetensors")
+    out = export_onnx(src, tmp_path / "sig.onnx")
+    assert out == tmp_path / "sig.onnx"
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.producer_name == "nfhep" and proto.producer_version == nfhep.__version__
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["features"]) == ["x0", "x1", "x2"]
+    assert json.loads(meta["context"]) == ["c0", "c1"]
+    assert json.loads(meta["flow"]) == m.flow.config
+    assert json.loads(meta["preprocessing"])["bounds"][1] == [0.0, None]
+    assert meta["family"] == "crqs" and meta["dtype"] == "float32" and meta["source"] == "sig.safetensors"
+    assert meta["checksum"] == modelfile.read_metadata(src)["checksum"]["value"]
+    assert meta["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    # the metadata reaches onnxruntime; the file evaluates as the loaded model
+    sess = _session(str(out))
+    assert sess.get_modelmeta().custom_metadata_map["family"] == "crqs"
+    loaded = nfhep.load(src)
+    x = _data(200, 3, bounds={"x1": (0.0, None)}, seed=95).astype(np.float32)
+    c = _context(200, 2, seed=96)
+    assert _rel_err(_run(sess, x, c), _torch_lp(loaded, x, c)) <= TOL32
+    assert sorted(os.listdir(tmp_path)) == ["sig.onnx", "sig.safetensors"]
+
+
+def test_refuses_to_overwrite_and_writes_atomically(tmp_path, monkeypatch):
+    m = _model("maf", d=2, key=22)
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"keep")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export_onnx(m, out)
+    assert out.read_bytes() == b"keep"
+    export_onnx(m, out, overwrite=True)
+    assert onnx.load(str(out)).producer_name == "nfhep"
+    # a failure while writing leaves neither the output nor a temporary file
+    fresh = tmp_path / "fresh.onnx"
+
+    def broken_fsync(fd):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="simulated"):
+        export_onnx(m, fresh)
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+def test_errors_name_the_input(tmp_path):
+    m = _model("arqs", d=2, key=23)
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        export_onnx(missing, tmp_path / "a.onnx")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_text("this is not a model file, just text\n")
+    with pytest.raises(nfhep.FormatError, match="junk.safetensors"):
+        export_onnx(junk, tmp_path / "a.onnx")
+    with pytest.raises(TypeError, match="model_or_path"):
+        export_onnx(42, tmp_path / "a.onnx")
+    with pytest.raises(FileNotFoundError, match="directory"):
+        export_onnx(m, tmp_path / "no" / "dir" / "a.onnx")
+    with pytest.raises(ValueError, match="opset"):
+        onnx_model(m, opset=MIN_OPSET - 1)
+    with pytest.raises(ValueError, match="dtype"):
+        onnx_model(m, dtype="float16")
+    odd = copy.deepcopy(m)
+    odd.flow.layers[0].conditioner.net[1] = torch.nn.Softsign()
+    with pytest.raises(ValueError, match="Softsign"):
+        onnx_model(odd)
+    odd = copy.deepcopy(m)
+    odd.preprocessing.kinds = [None, {"kind": "periodic", "period": [0.0, 1.0], "shift": 0.0}]
+    with pytest.raises(ValueError, match=r"feature 'x1' .*periodic"):
+        onnx_model(odd)
+    assert sorted(os.listdir(tmp_path)) == ["junk.safetensors"]
+
+
+# -- the command line ----------------------------------------------------------------------------------------
+def test_cli_end_to_end(tmp_path, capsys):
+    from nfhep.cli import main
+
+    m = _model("arqs", d=3, context=1, key=24, bounds={"x0": (-4.0, 5.0)})
+    src = modelfile.save(m, tmp_path / "m.safetensors")
+    out = tmp_path / "m.onnx"
+    assert main(["export-onnx", str(src), "-o", str(out), "--check", "--check-events", "500"]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text and "opset 17" in text
+    diff = float(re.search(r"max \|onnx - torch\| / max\(1, \|torch\|\) = (\S+) ", text).group(1))
+    assert diff <= TOL32 and ": ok" in text
+    sess = _session(str(out))
+    x = _data(50, 3, bounds={"x0": (-4.0, 5.0)}, seed=97).astype(np.float32)
+    c = _context(50, 1, seed=98)
+    assert _rel_err(_run(sess, x, c), _torch_lp(m, x, c)) <= TOL32
+    # refuses to overwrite; --overwrite with another dtype and opset
+    assert main(["export-onnx", str(src), "-o", str(out)]) == 1
+    assert "exists" in capsys.readouterr().err
+    args = ["export-onnx", str(src), "-o", str(out), "--overwrite", "--dtype", "float64", "--opset", "20"]
+    assert main([*args, "--check", "--check-events", "300", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "wrote" not in text and ": ok" in text
+    assert _session(str(out)).get_inputs()[0].type == "tensor(double)"
+    # an impossible tolerance fails the check (exit code 1)
+    assert main([*args, "--check", "--check-tol", "0"]) == 1
+    assert "FAILED" in capsys.readouterr().out
+    # errors: a missing model file, a bad opset
+    assert main(["export-onnx", str(tmp_path / "none.safetensors"), "-o", str(tmp_path / "x.onnx")]) == 1
+    assert "none.safetensors" in capsys.readouterr().err
+    assert main(["export-onnx", str(src), "-o", str(tmp_path / "y.onnx"), "--opset", "9"]) == 1
+    assert "opset" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx", "m.safetensors"]
+
+
+def test_cli_help(capsys):
+    from nfhep.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["export-onnx", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for word in ("log_prob", "--opset", "--check", "--overwrite", "onnxruntime", "SOFIE", "-inf"):
+        assert word in text
+
+
+def test_docs_list_exactly_the_operators():
+    doc = (REPO / "docs" / "onnx.md").read_text()
+    section = doc.split("## Operators", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `(\w+)` \|", section, flags=re.M))
+    assert listed == set(OPERATORS)
