@@ -26,7 +26,15 @@ from conftest import require_module
 from nfhep import modelfile
 from nfhep.bijectors.torch_impl import rqs_knots
 from nfhep.model import Model
-from nfhep.onnx_export import DEFAULT_OPSET, MIN_OPSET, OPERATORS, export_onnx, onnx_model, operators_of
+from nfhep.onnx_export import (
+    DEFAULT_OPSET,
+    MIN_OPSET,
+    OPERATORS,
+    compare_onnxruntime,
+    export_onnx,
+    onnx_model,
+    operators_of,
+)
 from test_engine import _data
 
 onnx = require_module("onnx")
@@ -285,12 +293,17 @@ ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "silu", "leaky_relu", "sigmoid")
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("family", ["maf", "crqs"])
-def test_activations_batch_norm_actnorm_dropout(family, activation):
+def test_activations_batch_norm_actnorm_dropout(tmp_path, family, activation):
     opts = dict(activation=activation, batch_norm=True, actnorm=True, dropout=0.1, permutation="random")
     m = _model(family, d=4, context=1, key=18, **opts)
     x = _data(400, 4, seed=81).astype(np.float32)
     c = _context(len(x), 1, seed=82)
     assert _rel_err(_run(_session(onnx_model(m)), x, c), _torch_lp(m, x, c)) <= TOL32
+    # a model left in training mode exports (and is checked) with evaluation semantics
+    m.train()
+    path = export_onnx(m, tmp_path / "m.onnx")
+    assert m.training and compare_onnxruntime(m, path, events=300)["max_rel_diff"] <= TOL32
+    m.eval()
     if activation == "gelu":
         return  # onnxruntime has no float64 Erf kernel (the float64 graph is valid ONNX; docs/onnx.md)
     m64 = m.double()
@@ -385,6 +398,8 @@ def test_errors_name_the_input(tmp_path):
         export_onnx(42, tmp_path / "a.onnx")
     with pytest.raises(FileNotFoundError, match="directory"):
         export_onnx(m, tmp_path / "no" / "dir" / "a.onnx")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        export_onnx(m, tmp_path, overwrite=True)
     with pytest.raises(ValueError, match="opset"):
         onnx_model(m, opset=MIN_OPSET - 1)
     with pytest.raises(ValueError, match="dtype"):

@@ -569,6 +569,11 @@ def onnx_model(model_or_path: Any, *, opset: int = DEFAULT_OPSET, dtype: str = "
     -------
     onnx.ModelProto
         Checked with ``onnx.checker.check_model(full_check=True)``.
+
+    Notes
+    -----
+    The graph has evaluation-mode semantics whatever ``model.training`` is: dropout is the identity and
+    batch normalisation uses the running statistics.
     """
     import torch
 
@@ -749,6 +754,8 @@ def export_onnx(
     >>> logp = sess.run(["log_prob"], {"x": x.astype("float32")})[0]  # doctest: +SKIP
     """
     out = Path(path)
+    if out.is_dir():
+        raise IsADirectoryError(f"output {str(out)!r} is a directory, not an .onnx file path")
     if out.exists() and not overwrite:
         raise FileExistsError(
             f"output {str(out)!r} exists; pass overwrite=True (CLI: --overwrite) to replace it"
@@ -836,6 +843,8 @@ def compare_onnxruntime(
     if isinstance(events, bool) or not isinstance(events, int) or events < 1:
         raise ValueError(f"compare_onnxruntime: argument 'events' must be an int >= 1, got {events!r}")
     model, _ = _resolve(model_or_path)
+    if model.training:  # the graph has evaluation semantics (dropout off, batch norm running statistics)
+        model = copy.deepcopy(model).eval()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
