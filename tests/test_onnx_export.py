@@ -466,3 +466,36 @@ def test_docs_list_exactly_the_operators():
     section = doc.split("## Operators", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"^\| `(\w+)` \|", section, flags=re.M))
     assert listed == set(OPERATORS)
+
+
+@pytest.mark.parametrize("family", ["arqs", "realnvp"])
+def test_trained_model(tmp_path, family):
+    """A flow trained for a few epochs (by nfhep.train.fit, float32) on a correlated, bounded sample with
+    context, saved and exported from the file: the realistic path."""
+    from nfhep.train import fit
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    c = rng.normal(size=(n, 1))
+    x = np.stack([np.exp(0.5 * rng.normal(size=n) + 0.3 * c[:, 0]), rng.normal(size=n)], axis=1)
+    x = np.concatenate([x, (x[:, :1] + 0.5 * rng.normal(size=(n, 1)))], axis=1)
+    torch.manual_seed(0)
+    opts = {"knots": 6, "range": 4.0} if family == "arqs" else {}
+    m = Model.create(
+        family, ["a", "b", "s"], context_features=["c"], log_features=("a",), hidden=[32, 32], **opts
+    )
+    fit(
+        m.float(),
+        x.astype(np.float32),
+        context=c.astype(np.float32),
+        epochs=4,
+        batch_size=256,
+        progress=False,
+    )
+    m.eval()
+    src = modelfile.save(m, tmp_path / "trained.safetensors")
+    out = export_onnx(src, tmp_path / "trained.onnx")
+    xt, ct = x[:1000].astype(np.float32), c[:1000].astype(np.float32)
+    lp_t = _torch_lp(nfhep.load(src), xt, ct)
+    assert _rel_err(_run(_session(str(out)), xt, ct), lp_t) <= TOL32
+    assert compare_onnxruntime(src, out, events=500)["max_rel_diff"] <= TOL32
