@@ -252,12 +252,12 @@ def test_distributed_matches_local_entry_by_entry(ROOT, data, client, tmp_path):
     local = nfhep.rdf.define_logp(ROOT.RDataFrame("events", data["files"]), a, name="lp_a")
     local = nfhep.rdf.define_logp(local, m, name="lp_m").AsNumpy(["idx", "lp_a", "lp_m"])
 
-    df = ROOT.RDataFrame("events", data["files"], executor=client, npartitions=4)  # 4 entry ranges
+    df = ROOT.RDataFrame("events", data["files"], executor=client, npartitions=2)  # 2 ranges, across files
     assert nfhep.rdf.is_distributed(df)
     df = nfhep.rdf.define_logp(df, a, name="lp_a")
     df = nfhep.rdf.define_logp(df, m, name="lp_m").Define("llr", "double(lp_a) - lp_m")
     assert nfhep.rdf.is_distributed(df)
-    dist = _sorted(df.AsNumpy(["idx", "lp_a", "lp_m", "llr"]))  # merged in task order, not entry order
+    dist = _sorted(df.AsNumpy(["idx", "lp_a", "lp_m", "llr"]))  # merged in task order
     assert np.array_equal(dist["idx"], data["arrays"]["idx"])
     for col in ("lp_a", "lp_m"):
         assert dist[col].dtype == local[col].dtype
@@ -267,7 +267,7 @@ def test_distributed_matches_local_entry_by_entry(ROOT, data, client, tmp_path):
     assert np.array_equal(dist["llr"], local["lp_a"].astype(np.float64) - local["lp_m"], equal_nan=True)
 
     # a friend tree: one file per task (entry range), out_<k>.root; in the order of k they hold the entries
-    # of the input chain in order (the ranges are cut on cluster boundaries: here 3 of them)
+    # of the input chain in order (ranges are cut on cluster boundaries, here inside the second file)
     df.Snapshot("events_nf", str(tmp_path / "out.root"), ["idx", "lp_a", "lp_m"])
     parts = sorted(tmp_path.glob("out_*.root"), key=lambda p: int(p.stem.split("_")[-1]))
     assert len(parts) >= 2, parts
@@ -288,5 +288,23 @@ def test_distributed_matches_local_entry_by_entry(ROOT, data, client, tmp_path):
     for model in (a, m):
         counts = [sum(r["path"] == model for r in recs) for recs in per_worker.values()]
         assert max(counts) == 1 and sum(counts) >= 1, (model, per_worker)
-    pids = {r["pid"] for recs in per_worker.values() for r in recs}
-    assert os.getpid() not in pids  # the values were computed by the workers
+
+
+def test_distributed_worker_refuses_a_different_model_file(ROOT, data, client, tmp_path):
+    """A worker that reads another file under the model's path (here: replaced after define_logp) fails
+    the run with the C++ message naming the file and both checksums, re-raised by distributed RDF."""
+    import nfhep.rdf
+
+    path = tmp_path / "swapped.safetensors"
+    shutil.copy(data["models"]["maf64"], path)
+    before = nfhep.Engine(path).checksum
+    df = ROOT.RDataFrame("events", data["files"][0], executor=client, npartitions=2)
+    df = nfhep.rdf.define_logp(df, path)
+    nfhep.save(_make("maf", d=3, dtype=torch.float64, key=99), path)
+    after = nfhep.Engine(path).checksum
+    with pytest.raises(
+        RuntimeError,
+        match=re.escape(f"has tensor checksum {after}, but the column was defined with {before}"),
+    ) as err:
+        df.Sum("nf_logp").GetValue()
+    assert str(path) in str(err.value) and "on host" in str(err.value)
