@@ -126,6 +126,17 @@ def test_setup_is_idempotent_and_loads_the_engine(ROOT, data, tmp_path):
         nfhep.rdf.setup(include_dir=tmp_path)
 
 
+def test_setup_without_root_says_how_to_install_it(monkeypatch):
+    import sys
+
+    import nfhep.rdf
+
+    monkeypatch.setattr(nfhep.rdf, "_declared", None)
+    monkeypatch.setitem(sys.modules, "ROOT", None)  # `import ROOT` raises ImportError
+    with pytest.raises(ImportError, match=r"nfhep.rdf needs ROOT's Python bindings .*pip install root"):
+        nfhep.rdf.setup()
+
+
 # ------------------------------------------------------------------------------------------------
 # local RDataFrame
 
