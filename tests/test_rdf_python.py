@@ -227,6 +227,50 @@ def test_a_changed_model_file_is_an_error_at_event_loop_time(ROOT, data, tmp_pat
     assert not any(r["path"] == str(path) for r in nfhep.rdf.loaded_models())  # the refused file is not kept
 
 
+WORKER_WITHOUT_NFHEP = r"""
+import sys, warnings
+warnings.simplefilter("ignore")
+import ROOT
+code, fn, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+ROOT.gInterpreter.Declare(code)  # what distributed RDataFrame does at the start of each task
+try:
+    ROOT.RDataFrame("events", files).Define("lp", f"::nfhep_rdf::{fn}(x0, x1, x2)").Sum("lp").GetValue()
+except Exception as err:
+    print("ERROR", err)
+"""
+
+
+def test_a_process_without_the_installation_gets_a_clear_error(ROOT, data, tmp_path):
+    """A worker that lacks nfhep under the client's paths compiles the distributed declarations anyway
+    and its task fails with a message naming the paths (not an anonymous JIT error)."""
+    import subprocess
+    import sys
+
+    import nfhep.cli.config as config
+    import nfhep.rdf
+
+    fake = tmp_path / "elsewhere"
+    shutil.copytree(config.include_dir(), fake / "include")
+    shutil.copytree(config.library_dir(), fake / "lib")
+    lib = fake / "lib" / "libnfhep_core.so"
+    decl = nfhep.rdf.declaration(include_dir=fake / "include", library=lib)
+    model = data["models"]["maf64"]
+    fn, code = nfhep.rdf._model_code(model, nfhep.Engine(model).checksum, "float64")
+    shutil.rmtree(fake)  # the client had it, this "worker" does not
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_WITHOUT_NFHEP)
+    r = subprocess.run(
+        [sys.executable, str(script), decl + code, fn, *data["files"]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"cannot use nfhep: {fake}/include/nfhep/root.hpp or {lib} does not exist there" in r.stdout, (
+        r.stdout[-2000:] + r.stderr[-2000:]
+    )
+
+
 def test_a_model_is_loaded_once_per_process(ROOT, data):
     import nfhep.rdf
 

@@ -69,10 +69,18 @@ _declared: tuple[str, str] | None = None
 _CODE = r"""
 #ifndef @GUARD@
 #define @GUARD@
+#include <TSystem.h>
+
+#include <stdexcept>
+#include <string>
+// A process without the nfhep installation under these paths (a worker that does not share it) still
+// compiles this code, so its tasks fail with the message of nfhep_rdf::unavailable() instead of an
+// anonymous JIT error.
+#if __has_include("@INC@/nfhep/root.hpp") && __has_include("@LIB@")
+#define NFHEP_RDF_READY_V1
 #pragma cling add_include_path("@INC@")
 #pragma cling load("@LIB@")
 #include "nfhep/root.hpp"
-#include <TSystem.h>
 
 #include <map>
 #include <memory>
@@ -191,8 +199,22 @@ inline std::string loaded() {
   for (const auto& r : detail::records()) s += r + "\n";
   return s;
 }
+inline bool ready() { return true; }
 
 }  // namespace nfhep_rdf
+#else
+namespace nfhep_rdf {
+inline std::string loaded() { return ""; }
+inline bool ready() { return false; }
+[[noreturn]] inline void unavailable() {
+  throw std::runtime_error(std::string("nfhep.rdf: process ") + std::to_string(gSystem->GetPid()) +
+                           " on host " + (gSystem->HostName() ? gSystem->HostName() : "?") +
+                           " cannot use nfhep: @INC@/nfhep/root.hpp or @LIB@ does not exist there; every "
+                           "worker needs the nfhep installation under the same path as the client (a shared "
+                           "environment, container or CVMFS area)");
+}
+}  // namespace nfhep_rdf
+#endif
 #endif
 """
 
@@ -290,7 +312,7 @@ def setup(*, include_dir: str | os.PathLike | None = None, library: str | os.Pat
         return
     ROOT = _import_root()
     ROOT.gROOT.SetBatch(True)
-    if not ROOT.gInterpreter.Declare(declaration(include_dir=inc, library=lib)):
+    if not ROOT.gInterpreter.Declare(declaration(include_dir=inc, library=lib)) or not ROOT.nfhep_rdf.ready():
         raise RuntimeError(
             f"nfhep.rdf.setup: ROOT's interpreter could not load nfhep (headers {inc}/nfhep/root.hpp, "
             f"library {lib}); its error messages are printed above"
@@ -389,7 +411,8 @@ def define_logp(
                 f"({', '.join(inputs)}), got {len(cols)} ({', '.join(cols)})"
             )
 
-    setup()  # this process: the client of a distributed run compiles the expression too
+    if _declared is None:  # this process (the client of a distributed run compiles the expression too)
+        setup()
     ROOT = _import_root()
     if is_distributed(df):
         # every task declares the code on its worker before it builds its data frame (guarded: once per
@@ -437,8 +460,13 @@ def _model_code(path: str, checksum: str, dtype: str) -> tuple[str, str]:
         f"namespace nfhep_rdf {{\n"
         f"// log p of {path}\n"
         f"template <typename... A>\n{t} {fn}(A... a) {{\n"
+        "#ifdef NFHEP_RDF_READY_V1\n"
         f'  static const Model<{t}>& m = model<{t}>({_cpp_string(path, "model_path")}, "{checksum}");\n'
-        f"  return m.log_prob(a...);\n}}\n}}  // namespace nfhep_rdf\n#endif\n"
+        f"  return m.log_prob(a...);\n"
+        "#else\n"
+        "  unavailable();\n"
+        "#endif\n"
+        f"}}\n}}  // namespace nfhep_rdf\n#endif\n"
     )
     return fn, code
 
