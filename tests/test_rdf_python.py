@@ -221,7 +221,7 @@ def test_a_changed_model_file_is_an_error_at_event_loop_time(ROOT, data, tmp_pat
     nfhep.save(_make("arqs", d=3, context=1, dtype=torch.float32, key=77), path)
     after = nfhep.Engine(path).checksum
     why = f"has tensor checksum {after}, but the column was defined with {before}"
-    with pytest.raises(Exception, match=re.escape(why)) as err:
+    with pytest.raises(ROOT.std.runtime_error, match=re.escape(why)) as err:
         df.Sum("nf_logp").GetValue()
     assert str(path) in str(err.value)
     assert not any(r["path"] == str(path) for r in nfhep.rdf.loaded_models())  # the refused file is not kept
@@ -307,12 +307,12 @@ def test_distributed_matches_local_entry_by_entry(ROOT, data, client, tmp_path):
     local = nfhep.rdf.define_logp(ROOT.RDataFrame("events", data["files"]), a, name="lp_a")
     local = nfhep.rdf.define_logp(local, m, name="lp_m").AsNumpy(["idx", "lp_a", "lp_m"])
 
-    df = ROOT.RDataFrame("events", data["files"], executor=client, npartitions=2)  # 2 ranges, across files
+    df = ROOT.RDataFrame("events", data["files"], executor=client, npartitions=2)  # 2 entry ranges
     assert nfhep.rdf.is_distributed(df)
     df = nfhep.rdf.define_logp(df, a, name="lp_a")
     df = nfhep.rdf.define_logp(df, m, name="lp_m").Define("llr", "double(lp_a) - lp_m")
     assert nfhep.rdf.is_distributed(df)
-    dist = _sorted(df.AsNumpy(["idx", "lp_a", "lp_m", "llr"]))  # merged in task order
+    dist = _sorted(df.AsNumpy(["idx", "lp_a", "lp_m", "llr"]))  # not in entry order
     assert np.array_equal(dist["idx"], data["arrays"]["idx"])
     for col in ("lp_a", "lp_m"):
         assert dist[col].dtype == local[col].dtype
@@ -322,7 +322,7 @@ def test_distributed_matches_local_entry_by_entry(ROOT, data, client, tmp_path):
     assert np.array_equal(dist["llr"], local["lp_a"].astype(np.float64) - local["lp_m"], equal_nan=True)
 
     # a friend tree: one file per task (entry range), out_<k>.root; in the order of k they hold the entries
-    # of the input chain in order (ranges are cut on cluster boundaries, here inside the second file)
+    # of the input chain in order (ranges are cut on cluster boundaries; here the first reads two files)
     df.Snapshot("events_nf", str(tmp_path / "out.root"), ["idx", "lp_a", "lp_m"])
     parts = sorted(tmp_path.glob("out_*.root"), key=lambda p: int(p.stem.split("_")[-1]))
     assert len(parts) >= 2, parts
@@ -337,7 +337,7 @@ def test_distributed_matches_local_entry_by_entry(ROOT, data, client, tmp_path):
     assert np.array_equal(got["lp_a"], local["lp_a"], equal_nan=True)
     assert np.array_equal(got["lp_m"], local["lp_m"], equal_nan=True)
 
-    # every worker process loaded each model at most once (three event loops ran on the cluster)
+    # every worker process loaded each model at most once (two event loops of two tasks ran on the cluster)
     per_worker = client.run(nfhep.rdf.loaded_models)
     assert len(per_worker) == 2
     for model in (a, m):
