@@ -75,11 +75,18 @@ def corpus(tmp_path_factory) -> Path:
                 if i % 3 == 1:
                     opts = dict(batch_norm=True, actnorm=True, permutation="random")
                 elif i % 3 == 2:
-                    opts = dict(bounds={"x0": (-2.0, 3.0), "x1": (0.5, None)}, log_features=("x2",), dropout=0.1)
+                    opts = dict(
+                        bounds={"x0": (-2.0, 3.0), "x1": (0.5, None)}, log_features=("x2",), dropout=0.1
+                    )
                 m = _make(family, d=3, context=context, dtype=dtype, key=i, hidden=[6, 5], **opts)
                 nfhep.save(m, out / f"{family}_{context}_{i}.safetensors")
                 i += 1
     nfhep.save(_make("crqs", d=1, key=99, hidden=[4]), out / "crqs_d1.safetensors")
+    # version 2: every preprocessing kind (periodic, discrete, spike, bounds, data range)
+    from test_preprocessing_kinds import _model
+
+    for family, dtype in (("arqs", torch.float32), ("maf", torch.float64)):
+        nfhep.save(_model(family, dtype)[0], out / f"{family}_kinds.safetensors")
     return out
 
 
@@ -92,10 +99,11 @@ def test_fuzz_model_file_reader(sanitized_build, corpus, tmp_path):
     r = subprocess.run(
         [str(exe), str(corpus), str(n), "20261205", str(tmp_path)], capture_output=True, text=True, env=env
     )
-    assert r.returncode == 0, f"fuzz_model failed (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    assert r.returncode == 0, (
+        f"fuzz_model failed (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
+    )
     assert f"{n} passed, 0 failed" in r.stdout
     assert "ERROR: AddressSanitizer" not in r.stderr and "runtime error" not in r.stderr
     # the campaign reached the evaluation code, not only the container checks
     loaded = int(r.stdout.split(" loaded")[0].rsplit(" ", 1)[1])
     assert loaded > n // 50, r.stdout
-

@@ -335,6 +335,29 @@ inline bool to_v(const Model<T>& m, std::size_t j, T x, T& v, double& ld) {
   return true;
 }
 
+// The quantile map (monotone piecewise linear, linear beyond the end knots) and its inverse.
+template <class T>
+inline T quantile_map(const Model<T>& m, std::size_t j, T v, double& ld) {
+  const std::vector<T>& a = m.q_v[j];
+  const std::size_t K = a.size();
+  std::size_t i = static_cast<std::size_t>(std::upper_bound(a.begin(), a.end(), v) - a.begin());
+  i = i == 0 ? 0 : std::min(i - 1, K - 2);
+  const T sl = m.q_s[j][i];
+  ld += static_cast<double>(std::log(sl));
+  return m.q_u[j][i] + sl * (v - a[i]);
+}
+
+template <class T>
+inline T quantile_inv(const Model<T>& m, std::size_t j, T w, double& ld) {
+  const std::vector<T>& b = m.q_u[j];
+  const std::size_t K = b.size();
+  std::size_t i = static_cast<std::size_t>(std::upper_bound(b.begin(), b.end(), w) - b.begin());
+  i = i == 0 ? 0 : std::min(i - 1, K - 2);
+  const T sl = m.q_s[j][i];
+  ld += static_cast<double>(std::log(sl));
+  return m.q_v[j][i] + (w - b[i]) / sl;
+}
+
 template <class T, class In>
 void preprocess(const Model<T>& m, const In* x, std::size_t R, Scratch<T>& s) {
   const std::size_t D = m.D;
@@ -353,6 +376,8 @@ void preprocess(const Model<T>& m, const In* x, std::size_t R, Scratch<T>& s) {
       } else if (!to_v(m, j, v, u, ld)) {
         bad = bad ? bad : 1;
         u = T(0);
+      } else if (!m.q_v[j].empty()) {
+        u = quantile_map(m, j, u, ld);
       }
       s.h[r * D + j] = (u - m.mean[j]) / m.std_[j];
     }
@@ -590,7 +615,8 @@ void postprocess(const Model<T>& m, std::size_t R, Scratch<T>& s, std::size_t r0
   for (std::size_t r = r0; r < r1; ++r) {
     double ld = -static_cast<double>(m.sum_log_std);
     for (std::size_t j = 0; j < D; ++j) {
-      const T v = s.h[r * D + j] * m.std_[j] + m.mean[j];
+      T v = s.h[r * D + j] * m.std_[j] + m.mean[j];
+      if (!m.q_v[j].empty()) v = quantile_inv(m, j, v, ld);
       T x;
       switch (m.special[j]) {
         case Special::discrete: {

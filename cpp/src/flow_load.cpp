@@ -286,6 +286,7 @@ struct Config {
   std::vector<Special> special;
   std::vector<double> period_a, period_b, shift, spike, cell0, cell1, split;
   std::vector<std::vector<double>> values;
+  std::vector<std::vector<double>> q_v, q_u;
 };
 
 Activation parse_activation(const std::string& s, const Fail& fail) {
@@ -328,6 +329,32 @@ void parse_kinds(const Value& pre, Config& cfg, const std::vector<char>& is_log,
       const std::string what = "preprocessing.data_range[" + std::to_string(j) + "]";
       const auto r = pair(&dr->as_array()[j], what);
       if (!(r.first <= r.second)) throw fail(what + " needs min <= max");
+    }
+  }
+  cfg.q_v.assign(D, {});
+  cfg.q_u.assign(D, {});
+  if (const Value* qd = pre.find("quantile"); qd && !qd->is_null()) {
+    if (!qd->is_array() || static_cast<int>(qd->as_array().size()) != D)
+      throw fail("preprocessing.quantile must be null or a list of " + std::to_string(D) + " entries");
+    for (int j = 0; j < D; ++j) {
+      const Value& q = qd->as_array()[j];
+      const std::string at = "preprocessing.quantile[" + std::to_string(j) + "]";
+      if (q.is_null()) continue;
+      if (!q.is_object()) throw fail(at + " must be null or an object {v, u}");
+      Doc e{q, at + ".", fail};
+      e.only_keys({"v", "u"}, at);
+      for (const char* key : {"v", "u"}) {
+        const Value& arr = e.get(key);
+        if (!arr.is_array() || arr.as_array().size() < 2 || arr.as_array().size() > 100000)
+          throw fail(at + "." + key + " must be a list of at least 2 numbers");
+        auto& dst = key[0] == 'v' ? cfg.q_v[j] : cfg.q_u[j];
+        for (const Value& t : arr.as_array()) {
+          const double d = finite(t, at + "." + key);
+          if (!dst.empty() && !(dst.back() < d)) throw fail(at + "." + key + " must be strictly increasing");
+          dst.push_back(d);
+        }
+      }
+      if (cfg.q_v[j].size() != cfg.q_u[j].size()) throw fail(at + ": v and u must have the same length");
     }
   }
   const Value* kd = pre.find("kinds");
@@ -442,7 +469,7 @@ Config parse_config(const Value& doc, int version, const Fail& fail) {
   Doc p{pre, "preprocessing.", fail};
   if (version >= 2)
     p.only_keys({"standardize", "log", "bounds", "features", "context", "fitted", "mean", "std", "context_mean",
-                 "context_std", "kinds", "data_range"},
+                 "context_std", "kinds", "data_range", "quantile"},
                 "the preprocessing");
   else
     p.only_keys({"standardize", "log", "bounds", "features", "context", "fitted", "mean", "std", "context_mean",
@@ -828,6 +855,22 @@ void build_model(Model<T>& m, Tensors& ts, const Config& cfg) {
   m.spike_split.assign(D, T(0));
   m.log_cell.assign(D, 0.0);
   m.dequantized = false;
+  m.q_v.assign(D, {});
+  m.q_u.assign(D, {});
+  m.q_s.assign(D, {});
+  for (std::uint64_t j = 0; j < D && !cfg.q_v.empty(); ++j) {
+    if (cfg.q_v[j].empty()) continue;
+    m.q_v[j] = cast<T>(cfg.q_v[j]);
+    m.q_u[j] = cast<T>(cfg.q_u[j]);
+    const std::size_t K = m.q_v[j].size();
+    for (std::size_t i = 0; i + 1 < K; ++i) {
+      const T s = (m.q_u[j][i + 1] - m.q_u[j][i]) / (m.q_v[j][i + 1] - m.q_v[j][i]);
+      if (!(s > T(0)) || !std::isfinite(s))
+        throw ts.fail("preprocessing.quantile[" + std::to_string(j) +
+                      "]: knots not strictly increasing in the model's precision");
+      m.q_s[j].push_back(s);
+    }
+  }
   for (std::uint64_t j = 0; j < D; ++j) {
     switch (m.special[j]) {
       case Special::none:

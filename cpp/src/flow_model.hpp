@@ -95,6 +95,7 @@ struct Model {
   std::vector<T> spike, cell0, cell1, spike_split;  ///< spike: value, cell [c0, c1], sampling split
   std::vector<double> log_cell;                  ///< spike: log(c1 - c0)
   bool dequantized = false;                      ///< some feature is discrete or has a spike
+  std::vector<std::vector<T>> q_v, q_u, q_s;     ///< quantile maps: knots (v, u) and segment slopes (empty: none)
   int max_width = 0;              ///< widest hidden layer
   int max_params = 0;             ///< widest conditioner output
 };

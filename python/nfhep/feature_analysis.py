@@ -21,7 +21,8 @@ Classes, tested in this order (each feature, ``n`` finite training values):
     works for any name).
 ``bounded`` / ``lower edge`` / ``upper edge``
     a sharp edge at the minimum (maximum): at least 0.3% of the rows (and at least 5) within
-    ``0.05 × IQR`` of it (a Gaussian tail has about 10⁻⁵ there). Both edges: a logit on
+    ``0.05 × IQR`` of it (a Gaussian tail has about 10⁻⁵ there), and at least half as many as in the next
+    window inwards (a tail thins out towards its end, an edge does not). Both edges: a logit on
     ``[min - m, max + m]``; one edge: :math:`\log(x - a)` with ``a = min - m`` (or :math:`\log(b - x)`), with
     a margin ``m = 10⁻³ ×`` (range, or median - min) so the edge becomes a smooth tail.
 ``positive heavy-tailed``
@@ -30,9 +31,12 @@ Classes, tested in this order (each feature, ``n`` finite training values):
 ``continuous``
     anything else: identity.
 
-Standardisation follows in every case. Declared kinds (``declared={name: {...}}``: from
-``--preprocess config.toml``, ``--periodic``, ``--discrete``, ``--bounds``, ``--log-features``) replace the
-automatic decision for that feature.
+Then (``quantile=True``, the default) a monotone piecewise-linear map through the empirical quantiles
+of each feature's mapped values onto a standard normal ("Gaussianised"; linear beyond the end knots), so
+that even an affine flow starts from Gaussian marginals. Standardisation follows in every case.
+
+Declared kinds (``declared={name: {...}}``: from ``--preprocess config.toml``, ``--periodic``,
+``--discrete``, ``--bounds``, ``--log-features``) replace the automatic decision for that feature.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class FeatureDecision:
     bounds: tuple[float | None, float | None] = (None, None)
     special: dict[str, Any] | None = None
     data_range: tuple[float, float] = (0.0, 0.0)
+    quantile: dict[str, list[float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,13 +111,15 @@ class FeatureAnalysis:
             "bounds": [d.bounds for d in self.decisions],
             "kinds": [d.special for d in self.decisions],
             "data_range": [d.data_range for d in self.decisions],
+            "quantile": [d.quantile for d in self.decisions],
         }
 
     def table(self) -> str:
         """The decisions as an aligned text table (printed by ``nfhep train``)."""
         rows = [("feature", "class", "transform", "why")]
         for d in self.decisions:
-            rows.append((d.name, d.kind + (" (declared)" if d.declared else ""), d.transform, d.reason))
+            t = d.transform + (f", Gaussianised ({len(d.quantile['v'])} knots)" if d.quantile else "")
+            rows.append((d.name, d.kind + (" (declared)" if d.declared else ""), t, d.reason))
         w = [max(len(r[i]) for r in rows) for i in range(3)]
         lines = [f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}" for r in rows]
         lines.insert(1, "-" * (sum(w) + 6 + max(len(r[3]) for r in rows)))
@@ -138,8 +145,15 @@ def _edges(c: np.ndarray) -> tuple[bool, bool, str]:
     win = 0.05 * iqr
     n_lo = int(np.count_nonzero(c <= lo + win))
     n_hi = int(np.count_nonzero(c >= hi - win))
+    # the next window inwards: at an edge the density does not fall towards the end (a tail does)
+    n_lo2 = int(np.count_nonzero((c > lo + win) & (c <= lo + 2 * win)))
+    n_hi2 = int(np.count_nonzero((c < hi - win) & (c >= hi - 2 * win)))
     need = max(5, math.ceil(0.003 * n))
-    return n_lo >= need, n_hi >= need, f"{100 * n_lo / n:.1f}% at the min, {100 * n_hi / n:.1f}% at the max"
+    return (
+        n_lo >= need and n_lo >= 0.5 * n_lo2,
+        n_hi >= need and n_hi >= 0.5 * n_hi2,
+        f"{100 * n_lo / n:.1f}% at the min, {100 * n_hi / n:.1f}% at the max",
+    )
 
 
 def _heavy_upper(c: np.ndarray) -> tuple[bool, float]:
@@ -349,6 +363,8 @@ def analyze_features(
     declared: Mapping[str, Mapping[str, Any]] | None = None,
     max_discrete: int = 20,
     spike_fraction: float = 0.02,
+    quantile: bool = True,
+    knots: int | None = None,
 ) -> FeatureAnalysis:
     """Classify each column of the training data ``x`` ``(N, D)`` and choose its preprocessing.
 
@@ -366,6 +382,12 @@ def analyze_features(
         At most this many distinct values make a feature discrete.
     spike_fraction : float
         The smallest fraction of rows at one value that makes a spike.
+    quantile : bool
+        Follow each feature's map by a monotone piecewise-linear map onto a standard normal through its
+        empirical quantiles (``knots`` of them, default ``clip(N / 50, 16, 128)``; a discrete feature's
+        through its cell boundaries at the normal quantiles of the cumulative probabilities, the end cells
+        closed where their mean is the normal's conditional mean), so every marginal the flow sees is
+        close to Gaussian. Declare ``quantile = false`` for a feature to skip it.
     """
     x = np.asarray(x, dtype=np.float64)
     names = [str(n) for n in names]
@@ -456,7 +478,66 @@ def analyze_features(
             )
             continue
         out.append(_continuum(name, c, decl))
+    if quantile:
+        _add_quantile_maps(x, out, declared, knots)
     return FeatureAnalysis(out, n)
+
+
+def _add_quantile_maps(
+    x: np.ndarray, decisions: list[FeatureDecision], declared: Mapping[str, Any], knots: int | None
+) -> None:
+    """Per feature, the monotone piecewise-linear map of its ``v`` (after the kind's map) onto a standard
+    normal through empirical quantiles (discrete: exactly through the cell boundaries)."""
+    import torch
+    from scipy.special import ndtri
+
+    from .preprocessing import Preprocessing
+
+    n = x.shape[0]
+    k_int = int(knots) if knots is not None else int(min(128, max(16, n // 50)))
+    pre = Preprocessing(
+        standardize=False,
+        features=len(decisions),
+        log=[j for j, d in enumerate(decisions) if d.log],
+        bounds=[d.bounds for d in decisions],
+        kinds=[d.special for d in decisions],
+    ).double()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(20261207)
+        v, _ = pre._to_v(torch.from_numpy(x), "analyze_features", noise=True)
+    v = v.numpy()
+    for j, d in enumerate(decisions):
+        if (declared.get(d.name) or {}).get("quantile", True) is False:
+            continue
+        if d.special is not None and d.special["kind"] == "discrete":
+            vals = np.asarray(d.special["values"])
+            if len(vals) < 2:
+                continue
+            counts = np.array([np.count_nonzero(x[:, j] == t) for t in vals], dtype=np.float64)
+            prob = np.maximum(counts, 0.5) / np.maximum(counts, 0.5).sum()
+            # cell k <-> the standard normal's slice of probability prob[k]; the two end cells end where
+            # their (uniform) mean is the normal's conditional mean of the slice (a compact support)
+            b = np.empty(len(vals) + 1)
+            b[1:-1] = ndtri(np.cumsum(prob)[:-1])
+            phi = np.exp(-0.5 * b[1:-1] ** 2) / math.sqrt(2 * math.pi)
+            b[0] = 2 * (-phi[0] / prob[0]) - b[1]
+            b[-1] = 2 * (phi[-1] / prob[-1]) - b[-2]
+            a = np.arange(len(vals) + 1, dtype=np.float64)
+        else:
+            probs = (np.arange(k_int) + 1.0) / (k_int + 1.0)
+            a = np.quantile(v[:, j], probs)
+            b = ndtri(probs)
+        # strictly increasing knots, in float32 as well
+        keep = [0]
+        for i in range(1, len(a)):
+            if (
+                a[i] > a[keep[-1]]
+                and np.float32(a[i]) > np.float32(a[keep[-1]])
+                and np.float32(b[i]) > np.float32(b[keep[-1]])
+            ):
+                keep.append(i)
+        if len(keep) >= 2:
+            d.quantile = {"v": [float(a[i]) for i in keep], "u": [float(b[i]) for i in keep]}
 
 
 def load_preprocess_config(path: str) -> dict[str, dict[str, Any]]:
@@ -490,7 +571,7 @@ def load_preprocess_config(path: str) -> dict[str, dict[str, Any]]:
     unknown_top = sorted(set(doc) - {"features"})
     if unknown_top:
         raise ValueError(f"--preprocess {path!r}: unknown top-level key(s) {unknown_top}")
-    allowed = {"kind", "low", "high", "period", "values", "spike"}
+    allowed = {"kind", "low", "high", "period", "values", "spike", "quantile"}
     out: dict[str, dict[str, Any]] = {}
     for name, t in feats.items():
         if not isinstance(t, dict) or "kind" not in t:

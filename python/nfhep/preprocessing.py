@@ -179,6 +179,54 @@ def _match(col: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch
     return k, ok
 
 
+def _norm_quantile(quantile: Any, features: int | None) -> list[dict[str, list[float]] | None] | None:
+    """Validate the per-feature monotone piecewise-linear maps ``{"v": knots, "u": knots}``."""
+    if quantile is None:
+        return None
+    if isinstance(quantile, Mapping):
+        if features is None:
+            raise ValueError("Preprocessing: a dict of quantile maps needs 'features'")
+        out: list[Any] = [None] * features
+        for k, v in quantile.items():
+            out[int(k)] = v
+        quantile = out
+    res: list[dict[str, list[float]] | None] = []
+    for j, q in enumerate(quantile):
+        if q is None:
+            res.append(None)
+            continue
+        a = [float(t) for t in q["v"]]
+        b = [float(t) for t in q["u"]]
+        ok = len(a) == len(b) >= 2 and all(math.isfinite(t) for t in a + b)
+        ok = ok and all(a[i] < a[i + 1] and b[i] < b[i + 1] for i in range(len(a) - 1))
+        # strictly increasing in float32 too (a float32 model rounds the knots)
+        a32, b32 = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        ok = ok and bool(np.all(np.diff(a32) > 0) and np.all(np.diff(b32) > 0))
+        if not ok:
+            raise ValueError(
+                f"Preprocessing: quantile[{j}] needs lists 'v' and 'u' of the same length >= 2, finite and "
+                "strictly increasing (also in float32)"
+            )
+        res.append({"v": a, "u": b})
+    return res
+
+
+def _pwl(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Monotone piecewise-linear map through knots ``(a_i, b_i)``, linear beyond the ends: ``(w, log w')``."""
+    i = (torch.searchsorted(a, v.contiguous(), right=True) - 1).clamp(0, a.numel() - 2)
+    slope = (b[1:] - b[:-1]) / (a[1:] - a[:-1])
+    s = slope[i]
+    return b[i] + s * (v - a[i]), torch.log(s)
+
+
+def _pwl_inv(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`_pwl`: ``(v, log w'(v))``."""
+    i = (torch.searchsorted(b, w.contiguous(), right=True) - 1).clamp(0, b.numel() - 2)
+    slope = (b[1:] - b[:-1]) / (a[1:] - a[:-1])
+    s = slope[i]
+    return a[i] + (w - b[i]) / s, torch.log(s)
+
+
 class Preprocessing(nn.Module):
     """Per-feature maps (bounds / log, periodic, discrete, spike) and standardisation.
 
@@ -220,6 +268,7 @@ class Preprocessing(nn.Module):
         bounds: Any = None,
         kinds: Any = None,
         data_range: Any = None,
+        quantile: Any = None,
         features: int | None = None,
         context: int = 0,
     ):
@@ -232,6 +281,9 @@ class Preprocessing(nn.Module):
         self.kinds = _norm_kinds(kinds, features)
         if features is None and self.kinds is not None:
             features = len(self.kinds)
+        self.quantile = _norm_quantile(quantile, features)
+        if features is None and self.quantile is not None:
+            features = len(self.quantile)
         self.data_range = None
         if data_range is not None:
             self.data_range = [(float(a), float(b)) for a, b in data_range]
@@ -252,8 +304,10 @@ class Preprocessing(nn.Module):
     @property
     def extended(self) -> bool:
         """Whether this preprocessing uses the version-2 keys (``kinds``, ``data_range``)."""
-        return self.data_range is not None or (
-            self.kinds is not None and any(k is not None for k in self.kinds)
+        return (
+            self.data_range is not None
+            or (self.kinds is not None and any(k is not None for k in self.kinds))
+            or (self.quantile is not None and any(q is not None for q in self.quantile))
         )
 
     @property
@@ -270,6 +324,12 @@ class Preprocessing(nn.Module):
             raise ValueError(f"Preprocessing: {len(self.kinds)} kinds given for {features} features")
         if self.kinds is None:
             self.kinds = [None] * features
+        if self.quantile is not None and len(self.quantile) != features:
+            raise ValueError(
+                f"Preprocessing: {len(self.quantile)} quantile maps given for {features} features"
+            )
+        if self.quantile is None:
+            self.quantile = [None] * features
         if self.data_range is not None and len(self.data_range) != features:
             raise ValueError(
                 f"Preprocessing: {len(self.data_range)} data_range pairs for {features} features"
@@ -422,11 +482,38 @@ class Preprocessing(nn.Module):
             nbad = int(out.sum())
             if nbad:
                 raise ValueError(self._outside_message(func, j, nbad))
+            q = self.quantile[j] if self.quantile is not None else None
+            if q is not None:
+                v, lq = _pwl(*self._knots(j, v), v)
+                ldj = ldj + lq
             cols.append(v)
             ld = ld + ldj
         return torch.stack(cols, dim=1), ld
 
-    def _from_v(self, v: torch.Tensor) -> torch.Tensor:
+    def _knots(self, j: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.quantile is not None
+        q = self.quantile[j]
+        assert q is not None
+        return (
+            torch.tensor(q["v"], dtype=like.dtype, device=like.device),
+            torch.tensor(q["u"], dtype=like.dtype, device=like.device),
+        )
+
+    def _unquantile(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``w`` (after the quantile maps) -> ``v`` and the maps' per-row log-derivative at ``v``."""
+        if self.quantile is None or all(q is None for q in self.quantile):
+            return w, w.new_zeros(w.shape[0])
+        cols, ld = [], w.new_zeros(w.shape[0])
+        for j in range(w.shape[1]):
+            c = w[:, j]
+            if self.quantile[j] is not None:
+                c, lq = _pwl_inv(*self._knots(j, c), c)
+                ld = ld + lq
+            cols.append(c)
+        return torch.stack(cols, dim=1), ld
+
+    def _from_v(self, w: torch.Tensor) -> torch.Tensor:
+        v, _ = self._unquantile(w)
         return torch.stack([self._col_from_v(j, v[:, j]) for j in range(v.shape[1])], dim=1)
 
     def support(self, x: torch.Tensor) -> torch.Tensor:
@@ -546,8 +633,9 @@ class Preprocessing(nn.Module):
         """
         self._check_x("Preprocessing.inverse_and_log_det", u)
         assert self.bounds is not None and self.kinds is not None
-        v = u * self.std + self.mean
-        ld = -torch.log(self.std).sum().expand(u.shape[0])
+        w = u * self.std + self.mean
+        v, lq = self._unquantile(w)
+        ld = -torch.log(self.std).sum().expand(u.shape[0]) + lq
         for j in range(v.shape[1]):
             lo, hi = self.bounds[j]
             c = v[:, j]
@@ -565,7 +653,7 @@ class Preprocessing(nn.Module):
                     c < k["split"], torch.full_like(c, math.log(k["cell"][1] - k["cell"][0])), lj
                 )
             ld = ld + lj
-        return self._from_v(v), ld
+        return torch.stack([self._col_from_v(j, v[:, j]) for j in range(v.shape[1])], dim=1), ld
 
     def outside_range(self, x: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
         """Rows beyond the training range by more than ``margin`` × its width in some feature, ``(N,)``.
@@ -603,6 +691,9 @@ class Preprocessing(nn.Module):
         if self.extended:
             d["kinds"] = None if self.kinds is None else [None if k is None else dict(k) for k in self.kinds]
             d["data_range"] = None if self.data_range is None else [list(r) for r in self.data_range]
+            d["quantile"] = (
+                None if self.quantile is None else [None if q is None else dict(q) for q in self.quantile]
+            )
         return d
 
     @classmethod
@@ -617,6 +708,7 @@ class Preprocessing(nn.Module):
             log=d.get("log", ()),
             bounds=d.get("bounds"),
             kinds=d.get("kinds"),
+            quantile=d.get("quantile"),
             data_range=d.get("data_range"),
             features=d.get("features"),
             context=d.get("context", 0),
