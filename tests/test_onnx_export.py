@@ -4,7 +4,9 @@ onnxruntime (one thread) evaluates the exported graph; the references are :meth:
 same weights (float32: within 1e-5 of ``|Δ| / max(1, |log p|)``; float64: 1e-10) and, for the values
 ``Model.log_prob`` does not define (outside the support, NaN, infinities), :class:`nfhep.Engine`. Every
 family with and without context; points in the spline tails, exactly at knots and at ``±B``; bounds and
-log preprocessing; every activation, batch norm, ActNorm, dropout; opsets; metadata; the CLI; errors.
+log preprocessing; the version-2 kinds (periodic, discrete, spike) and quantile maps, also of a model
+trained by ``nfhep train`` with its defaults; every activation, batch norm, ActNorm, dropout; opsets;
+metadata; the CLI; errors.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from nfhep.onnx_export import (
     onnx_model,
     operators_of,
 )
+from nfhep.preprocessing import MATCH_TOL
 from test_engine import _data
 
 onnx = require_module("onnx")
@@ -408,10 +411,6 @@ def test_errors_name_the_input(tmp_path):
     odd.flow.layers[0].conditioner.net[1] = torch.nn.Softsign()
     with pytest.raises(ValueError, match="Softsign"):
         onnx_model(odd)
-    odd = copy.deepcopy(m)
-    odd.preprocessing.kinds = [None, {"kind": "periodic", "period": [0.0, 1.0], "shift": 0.0}]
-    with pytest.raises(ValueError, match=r"feature 'x1' .*periodic"):
-        onnx_model(odd)
     assert sorted(os.listdir(tmp_path)) == ["junk.safetensors"]
 
 
@@ -499,3 +498,166 @@ def test_trained_model(tmp_path, family):
     lp_t = _torch_lp(nfhep.load(src), xt, ct)
     assert _rel_err(_run(_session(str(out)), xt, ct), lp_t) <= TOL32
     assert compare_onnxruntime(src, out, events=500)["max_rel_diff"] <= TOL32
+
+
+# -- version-2 preprocessing: periodic, discrete, spike features and quantile maps ---------------------------
+def _kinds_model(family: str, dtype: torch.dtype, context: int = 0):
+    """The model of tests/test_preprocessing_kinds.py: columns pt (lower edge), eta (bounded), phi
+    (periodic), btag (discrete 0, 1.5, 3), jet_pt (spike at 0 + lower-edge continuum), g (Gaussian),
+    every one with a quantile map (chosen by nfhep.feature_analysis)."""
+    from test_preprocessing_kinds import _model as kinds_model
+
+    m, x, names = kinds_model(family, dtype, context)
+    kinds = [None if k is None else k["kind"] for k in m.preprocessing.kinds]
+    assert kinds == [None, None, "periodic", "discrete", "spike", None]
+    assert all(q is not None for q in m.preprocessing.quantile)
+    return m, x
+
+
+def _edge_rows(m: Model, x: np.ndarray, npdt) -> np.ndarray:
+    """Rows inside the support that hit every special case: the spike exactly, every discrete value,
+    phi at +-pi and beyond the period, v exactly at every quantile knot and beyond the end knots."""
+    pre = m.preprocessing
+    base = x[:1].astype(npdt)
+    rows = []
+
+    def put(col: int, values) -> None:
+        for value in values:
+            r = base.copy()
+            r[0, col] = value
+            rows.append(r)
+
+    put(4, [0.0, -0.0])  # the spike exactly
+    put(3, [0.0, 1.5, 3.0, 1.5 * (1 + 0.5 * MATCH_TOL)])  # allowed values (the last within the tolerance)
+    pi = npdt(math.pi)
+    put(2, [pi, -pi, np.nextafter(pi, npdt(0)), npdt(3 * math.pi + 0.1), npdt(-7.5), npdt(0.0)])
+    # g is an identity column: v = x, so x at the knots is v at the knots (in the model's precision)
+    knots = np.asarray(pre.quantile[5]["v"], npdt)
+    put(5, list(knots) + [knots[0] - 1, knots[0] - 40, knots[-1] + 1, knots[-1] + 40])
+    # pt: v = log(x - lo) beyond both end knots (x just above the lower edge, and far out)
+    lo = pre.bounds[0][0]
+    a = pre.quantile[0]["v"]
+    put(0, [npdt(lo + math.exp(a[0] - 2.0)), npdt(lo + math.exp(a[-1] + 1.5))])
+    # jet_pt continuum beyond its end knots, and btag's v = k + 0.5 against its 4 knots
+    lo4 = pre.bounds[4][0]
+    a4 = pre.quantile[4]["v"]
+    put(4, [npdt(lo4 + math.exp(a4[0] - 1.0)), npdt(lo4 + math.exp(a4[-1] + 1.0))])
+    return np.concatenate(rows)
+
+
+@pytest.mark.parametrize("context", [0, 2])
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_every_preprocessing_kind_matches_the_model(family, dtype, context):
+    """Every kind and the quantile maps, all families: sample rows and the edge rows of _edge_rows
+    against Model.log_prob in evaluation mode (float32 <= 1e-5, float64 <= 1e-10), with and without
+    context."""
+    m, x = _kinds_model(family, dtype, context)
+    npdt, name, tol = (
+        (np.float32, "float32", TOL32) if dtype == torch.float32 else (np.float64, "float64", TOL64)
+    )
+    xs = np.concatenate([x[:600].astype(npdt), _edge_rows(m, x, npdt)])
+    proto = onnx_model(m, dtype=name)
+    ops = operators_of(proto)
+    assert set(ops) <= set(OPERATORS) and "Mod" in ops
+    c = _context(len(xs), context, seed=53, dtype=npdt)
+    lp_o = _run(_session(proto), xs, c)
+    lp_t = _torch_lp(m, xs, c)
+    assert np.isfinite(lp_t).all()
+    err = _rel_err(lp_o, lp_t)
+    print(f"{family} {name} context {context}: max rel diff {err:.3g}")
+    assert err <= tol
+    meta = {p.key: p.value for p in proto.metadata_props}
+    pre = json.loads(meta["preprocessing"])
+    kinds = [None if k is None else k["kind"] for k in pre["kinds"]]
+    assert kinds == [None, None, "periodic", "discrete", "spike", None]
+    assert pre["quantile"][5]["v"] == m.preprocessing.quantile[5]["v"]
+
+
+@pytest.mark.parametrize("family", ["maf", "arqs"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_kinds_outside_support_match_the_engine(tmp_path, family, dtype):
+    """Unseen discrete values, values neither the spike nor in its continuum, bounds, infinities and NaN
+    (also in the periodic column): the graph gives what nfhep.Engine gives, and the rows torch accepts
+    agree with it; one bad event does not change the others."""
+    m, x = _kinds_model(family, dtype)
+    npdt, name, tol = (
+        (np.float32, "float32", TOL32) if dtype == torch.float32 else (np.float64, "float64", TOL64)
+    )
+    ok = x[0].astype(npdt)
+    lo4 = m.preprocessing.bounds[4][0]
+    cases = {  # column: value, and whether the row is inside the support
+        "unseen discrete value": (3, 0.7, False),
+        "discrete tie between two values": (3, 0.75, False),
+        "discrete just beyond the tolerance": (3, 1.5 * (1 + 3 * MATCH_TOL), False),
+        "discrete below all values": (3, -2.0, False),
+        "discrete above all values": (3, 4.0, False),
+        "discrete +inf": (3, math.inf, False),
+        "spike value within the tolerance": (4, 0.5 * MATCH_TOL, True),
+        "neither spike nor continuum": (4, lo4 - 1.0, False),
+        "just beyond the spike tolerance": (4, 3 * MATCH_TOL, False),
+        "spike column -inf": (4, -math.inf, False),
+        "periodic +inf": (2, math.inf, False),
+        "periodic far away": (2, 1e4, True),
+        "below the lower edge": (0, m.preprocessing.bounds[0][0] - 1.0, False),
+        "bounded column outside": (1, 3.0, False),
+        "periodic NaN": (2, math.nan, None),
+        "discrete NaN": (3, math.nan, None),
+        "spike NaN": (4, math.nan, None),
+    }
+    xb = np.tile(ok, (len(cases) + 1, 1))
+    for r, (col, value, _) in enumerate(cases.values()):
+        xb[r, col] = value
+    inside = np.array([c[2] is True for c in cases.values()] + [True])
+    lp_o = _run(_session(onnx_model(m, dtype=name)), xb)
+    eng = nfhep.Engine(modelfile.save(m, tmp_path / "m.safetensors"))
+    lp_e = np.asarray(eng.log_prob(xb), np.float64)
+    np.testing.assert_array_equal(np.isnan(lp_o), np.isnan(lp_e))
+    np.testing.assert_array_equal(np.isneginf(lp_o), np.isneginf(lp_e))
+    expect_nan = np.array([c[2] is None for c in cases.values()] + [False])
+    np.testing.assert_array_equal(np.isnan(lp_o), expect_nan)
+    np.testing.assert_array_equal(np.isneginf(lp_o), ~inside & ~expect_nan)
+    assert _rel_err(lp_o[inside], _torch_lp(m, xb[inside])) <= tol
+    assert _rel_err(lp_o[inside], lp_e[inside]) <= tol
+    np.testing.assert_array_equal(eng.in_support(xb).astype(bool), inside)
+
+
+def test_cli_export_of_a_model_trained_with_defaults(tmp_path, capsys):
+    """`nfhep train` with its default preprocessing (feature analysis: every kind, quantile maps) on a
+    collider-like ROOT file, then `nfhep export-onnx --check`: the exported graph evaluates the file."""
+    from nfhep import io as nio
+    from nfhep.cli import main
+    from test_preprocessing_kinds import _collider
+
+    x, names = _collider(1500, seed=4)
+    nio.write_root(tmp_path / "d.root", "events", {n: x[:, j] for j, n in enumerate(names)})
+    src = tmp_path / "m.safetensors"
+    torch.manual_seed(0)
+    argv = ["train", f"{tmp_path / 'd.root'}:events", "--features", ",".join(names), "--epochs", "2"]
+    argv += [
+        "--bijectors",
+        "1",
+        "--hidden",
+        "1x8",
+        "--batch-size",
+        "256",
+        "--seed",
+        "1",
+        "-q",
+        "-o",
+        str(src),
+    ]
+    assert main(argv) == 0
+    meta = modelfile.read_metadata(src)
+    assert meta["version"] == 2
+    kinds = [None if k is None else k["kind"] for k in meta["preprocessing"]["kinds"]]
+    assert kinds == [None, None, "periodic", "discrete", "spike", None]
+    assert all(q is not None for q in meta["preprocessing"]["quantile"])
+    capsys.readouterr()
+    out = tmp_path / "m.onnx"
+    assert main(["export-onnx", str(src), "-o", str(out), "--check", "--check-events", "500"]) == 0
+    text = capsys.readouterr().out
+    diff = float(re.search(r"max \|onnx - torch\| / max\(1, \|torch\|\) = (\S+) ", text).group(1))
+    assert diff <= TOL32 and ": ok" in text
+    xt = x[:500].astype(np.float32)
+    assert _rel_err(_run(_session(str(out)), xt), _torch_lp(nfhep.load(src), xt)) <= TOL32

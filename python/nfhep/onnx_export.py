@@ -8,10 +8,11 @@ the ntuple) and, for a conditional flow, raw context values ``context``,
     \log p(x \mid c) = \log \mathcal{N}(T^{-1}(u(x)); 0, I) + \log|\det J_{T^{-1}}(u(x))|
     + \log\left|\det \frac{\partial u}{\partial x}\right|,
 
-i.e. exactly :meth:`nfhep.model.Model.log_prob`: the preprocessing :math:`u` (bounds, log transform,
-standardisation; :mod:`nfhep.preprocessing`), every flow layer in the data -> latent direction (the
-evaluation order of ``docs/model-format.md`` section 4, the one the C++ engine follows) and the standard
-normal base density.
+i.e. exactly :meth:`nfhep.model.Model.log_prob` in evaluation mode: the preprocessing :math:`u` (bounds, log
+transform, the version-2 periodic / discrete / spike kinds and quantile maps, standardisation;
+:mod:`nfhep.preprocessing`, semantics of the C++ engine's ``to_v``/``quantile_map``), every flow layer in the
+data -> latent direction (the evaluation order of ``docs/model-format.md`` section 4, the one the C++ engine
+follows) and the standard normal base density.
 
 The graph is built node by node from the model's weights with ``onnx.helper`` (the torch model calls
 nfhep's C++ kernels, which ``torch.onnx.export`` cannot trace). It uses only operators of the default
@@ -25,7 +26,10 @@ nfhep's C++ kernels, which ``torch.onnx.export`` cannot trace). It uses only ope
   counting the interior knots below it (``GreaterOrEqual``, ``Cast``, ``ReduceSum``) and reads the bin's
   knots with one ``GatherElements``; inputs outside :math:`[-B, B]` (and NaN) are masked with ``Where``
   before the arithmetic (identity tails);
-- permutations are ``Gather``; coupling splits are ``Slice``/``Concat``.
+- permutations are ``Gather``; coupling splits are ``Slice``/``Concat``;
+- periodic features wrap with ``Mod`` (``fmod=1``, then the divisor's sign as ``torch.remainder``);
+  discrete values and quantile knots are searched by counting (``Greater``/``GreaterOrEqual``,
+  ``ReduceSum``) in padded per-feature tables read with ``Gather`` (see :func:`_preprocessing`).
 
 Input outside the support gives :math:`-\infty`, a NaN feature or a non-finite context
 value gives NaN, as :class:`nfhep.Engine` (where :meth:`Model.log_prob` raises a ``ValueError`` instead).
@@ -90,6 +94,7 @@ OPERATORS: tuple[str, ...] = (
     "LeakyRelu",
     "LessOrEqual",
     "Log",
+    "Mod",
     "Mul",
     "Neg",
     "Not",
@@ -219,23 +224,69 @@ def _np(t: Any, dtype: np.dtype) -> np.ndarray:
 
 def _preprocessing(g: _Graph, pre: Any, x: str) -> tuple[str, str, str, str]:
     """Raw ``x`` -> standardised ``u``, per-row ``log|det du/dx|``, per-row NaN flag and per-row
-    out-of-support flag (a bound or log-domain violation, or an infinite value).
+    out-of-support flag (a bound or log-domain violation, an unseen discrete value, an infinite value).
 
-    Per feature, ``A = sa x + oa`` is the argument of the first log and ``B = sb x + ob`` that of the
-    second (two-sided bounds only): lower bound ``A = x - a``, upper bound ``A = b - x``, log ``A = x``,
-    two-sided ``A = x - a``, ``B = b - x``; identity features get ``A = B = 1`` (``log = 0``). Then
-    ``v = log A - log B`` (or ``x``) and ``log|dv/dx| = log(b - a) [two-sided] - log A - log B``.
+    Element-wise on the ``(N, D)`` batch, every step with per-feature constants and ``Where`` masks:
+
+    1. periodic features: ``y = a + remainder((x - shift) - a, b - a)`` (``Mod`` with ``fmod=1`` plus
+       the divisor where negative: ``torch.remainder``), ``y >= b -> a``; other features ``y = x``;
+    2. the continuum map (bounds / log): ``A = sa y + oa`` is the argument of the first log and
+       ``B = sb y + ob`` that of the second (two-sided bounds only): lower bound ``A = y - a``, upper bound
+       ``A = b - y``, log ``A = y``, two-sided ``A = y - a``, ``B = b - y``; identity features get
+       ``A = B = 1`` (``log = 0``). Then ``v = log A - log B`` (or ``y``) and
+       ``log|dv/dy| = log(b - a) [two-sided] - log A - log B``;
+    3. discrete features: the nearest allowed value (``torch.searchsorted`` as a count of the values
+       below ``x``, ties as :func:`nfhep.preprocessing._match`), ``v = k + 0.5`` if ``x`` matches it
+       (``|x - v_k| <= MATCH_TOL max(1, |v_k|)``), outside the support otherwise; log-det 0;
+    4. spike features: a row matching the spike value gets ``v = c0 + (c1 - c0) / 2`` and log-det
+       ``log(c1 - c0)`` (inside the support whatever the continuum map says);
+    5. quantile maps: ``w = b_i + s_i (v - a_i)``, ``i`` the number of interior knots ``<= v`` (that is
+       ``searchsorted(right) - 1`` clamped to ``[0, K - 2]``), log-det ``+ log s_i``; the knot tables of
+       all features are padded to one width and read with ``Gather`` on flat indices;
+    6. standardisation ``u = (w - mean) / std``.
     """
+    from .preprocessing import MATCH_TOL
+
     d = int(pre.features)
+    dt = g.dtype
     bounds = pre.bounds or [(None, None)] * d
-    sa, oa, sb, ob, cw = np.zeros(d), np.ones(d), np.zeros(d), np.ones(d), np.zeros(d)
+    kinds = list(getattr(pre, "kinds", None) or [None] * d)
+    quantile = list(getattr(pre, "quantile", None) or [None] * d)
+    kind = [None if k is None else k["kind"] for k in kinds]
+    periodic = np.array([k == "periodic" for k in kind])
+    discrete = np.array([k == "discrete" for k in kind])
+    spike = np.array([k == "spike" for k in kind])
+    tol = dt.type(MATCH_TOL)
+    one = dt.type(1.0)
+
+    nan = g.any_rows(g.op("IsNaN", [x], "x_isnan"), "row_nan")
+    ok = g.op("Not", [g.op("IsInf", [x], "x_isinf")], "x_finite")
+
+    # 1. periodic wrap (constants in the model's precision: b - a as the engine's wrap_period)
+    y = x
+    if periodic.any():
+        pa, pb, ps = np.zeros(d, dt), np.ones(d, dt), np.zeros(d, dt)
+        for j in np.flatnonzero(periodic):
+            pa[j], pb[j] = dt.type(kinds[j]["period"][0]), dt.type(kinds[j]["period"][1])
+            ps[j] = dt.type(kinds[j]["shift"])
+        width = (pb - pa).astype(dt)
+        ca, cb, cw = g.const(pa, "per_a"), g.const(pb, "per_b"), g.const(width, "per_width")
+        t = g.sub(g.sub(x, g.const(ps, "per_shift"), "per_xs"), ca, "per_t")
+        r = g.op("Mod", [t, cw], "per_fmod", fmod=1)
+        r = g.where(g.op("Greater", [g.scalar(0.0), r], "per_neg"), g.add(r, cw, "per_rw"), r, "per_rem")
+        wrapped = g.add(ca, r, "per_y")
+        wrapped = g.where(g.op("GreaterOrEqual", [wrapped, cb], "per_top"), ca, wrapped, "per_wrapped")
+        y = g.where(g.const(periodic, "per_mask", dtype=bool), wrapped, x, "pre_y")
+
+    # 2. the continuum map
+    sa, oa, sb, ob, cwid = np.zeros(d), np.ones(d), np.zeros(d), np.ones(d), np.zeros(d)
     ident = np.ones(d, dtype=bool)
     for j in range(d):
         lo, hi = bounds[j]
         if j in pre.log:
             sa[j], oa[j] = 1.0, 0.0
         elif lo is not None and hi is not None:
-            sa[j], oa[j], sb[j], ob[j], cw[j] = 1.0, -lo, -1.0, hi, math.log(hi - lo)
+            sa[j], oa[j], sb[j], ob[j], cwid[j] = 1.0, -lo, -1.0, hi, math.log(hi - lo)
         elif lo is not None:
             sa[j], oa[j] = 1.0, -lo
         elif hi is not None:
@@ -243,33 +294,140 @@ def _preprocessing(g: _Graph, pre: Any, x: str) -> tuple[str, str, str, str]:
         else:
             continue
         ident[j] = False
-
-    nan = g.any_rows(g.op("IsNaN", [x], "x_isnan"), "row_nan")
-    ok = g.op("Not", [g.op("IsInf", [x], "x_isinf")], "x_finite")
     ld_elem = None
-    v = x
+    v = y
     if not ident.all():
-        a = g.add(g.mul(x, g.const(sa, "pre_sa"), "pre_ax"), g.const(oa, "pre_oa"), "pre_a")
+        a = g.add(g.mul(y, g.const(sa, "pre_sa"), "pre_ax"), g.const(oa, "pre_oa"), "pre_a")
         ok = g.op("And", [ok, g.op("Greater", [a, g.scalar(0.0)], "pre_a_pos")], "pre_ok")
         log_a = g.op("Log", [g.where(ok, a, g.scalar(1.0), "pre_a_safe")], "pre_log_a")
         if (sb != 0).any():
-            b = g.add(g.mul(x, g.const(sb, "pre_sb"), "pre_bx"), g.const(ob, "pre_ob"), "pre_b")
+            b = g.add(g.mul(y, g.const(sb, "pre_sb"), "pre_bx"), g.const(ob, "pre_ob"), "pre_b")
             ok = g.op("And", [ok, g.op("Greater", [b, g.scalar(0.0)], "pre_b_pos")], "pre_ok")
             log_b = g.op("Log", [g.where(ok, b, g.scalar(1.0), "pre_b_safe")], "pre_log_b")
             transformed = g.sub(log_a, log_b, "pre_logit")
-            ld_elem = g.sub(g.sub(g.const(cw, "pre_log_width"), log_a, "pre_lda"), log_b, "pre_ld")
+            ld_elem = g.sub(g.sub(g.const(cwid, "pre_log_width"), log_a, "pre_lda"), log_b, "pre_ld")
         else:
             transformed = log_a
             ld_elem = g.op("Neg", [log_a], "pre_ld")
-        x_safe = g.where(ok, x, g.scalar(0.0), "pre_x_safe")
-        v = g.where(g.const(ident, "pre_identity", dtype=bool), x_safe, transformed, "pre_v")
+        y_safe = g.where(ok, y, g.scalar(0.0), "pre_y_safe")
+        v = g.where(g.const(ident, "pre_identity", dtype=bool), y_safe, transformed, "pre_v")
+
+    # 3. discrete features: nearest allowed value, matched within the tolerance
+    if discrete.any():
+        width = max(len(kinds[j]["values"]) for j in np.flatnonzero(discrete))
+        table = np.full((d, width), np.inf)  # +inf pads count as "not below x"
+        flat_v, flat_t = np.zeros(d * width, dt), np.zeros(d * width, dt)
+        last = np.zeros(d)
+        for j in np.flatnonzero(discrete):
+            vals = np.asarray(kinds[j]["values"], dt)
+            table[j, : len(vals) - 1] = vals[:-1]  # idx = #{values[:-1] < x} = searchsorted clamped
+            flat_v[j * width : j * width + len(vals)] = vals
+            flat_t[j * width : j * width + len(vals)] = tol * np.maximum(np.abs(vals), one)
+            last[j] = len(vals) - 1
+        offset = g.const(np.arange(d) * width, "disc_offset", dtype=np.int64)
+        below = g.op(
+            "Greater",
+            [g.op("Reshape", [x, g.ints([0, d, 1], "shape_nd1")], "disc_x3"), g.const(table, "disc_table")],
+            "disc_below",
+        )
+        idx = g.op(
+            "ReduceSum",
+            [g.op("Cast", [below], "disc_below_f", to=g.elem), g.ints([2], "axis2")],
+            "disc_idx",
+            keepdims=0,
+        )
+        lower = g.op("Relu", [g.sub(idx, g.scalar(1.0), "disc_idx_m1")], "disc_lower")
+
+        def flat(k: str, hint: str) -> str:
+            return g.add(g.op("Cast", [k], f"{hint}_i", to=g.int64), offset, hint)
+
+        values = g.const(flat_v, "disc_values")
+        v_idx = g.op("Gather", [values, flat(idx, "disc_fi")], "disc_v_idx")
+        v_low = g.op("Gather", [values, flat(lower, "disc_fl")], "disc_v_low")
+        closer = g.op(  # |x - v_low| < |v_idx - x|: the lower neighbour (ties go up)
+            "Greater",
+            [
+                g.op("Abs", [g.sub(v_idx, x, "disc_du")], "disc_adu"),
+                g.op("Abs", [g.sub(x, v_low, "disc_dl")], "disc_adl"),
+            ],
+            "disc_closer_low",
+        )
+        k = g.where(closer, lower, idx, "disc_k")
+        fk = flat(k, "disc_fk")
+        v_k = g.op("Gather", [values, fk], "disc_v_k")
+        thr = g.op("Gather", [g.const(flat_t, "disc_tol"), fk], "disc_thr")
+        matched = g.op("LessOrEqual", [g.op("Abs", [g.sub(x, v_k, "disc_d")], "disc_ad"), thr], "disc_match")
+        dmask = g.const(discrete, "disc_mask", dtype=bool)
+        # on a discrete column ok is "finite" (no bounds), which a match implies (bool Where: no ORT kernel)
+        other = g.const(~discrete, "disc_other", dtype=bool)
+        ok = g.op("And", [ok, g.op("Or", [matched, other], "disc_match_or")], "disc_ok")
+        v = g.where(dmask, g.add(k, g.scalar(0.5), "disc_centre"), v, "disc_v")
+        if ld_elem is not None:
+            ld_elem = g.where(dmask, g.scalar(0.0), ld_elem, "disc_ld")
+
+    # 4. spikes: a matching row sits at the cell centre, log-det log(c1 - c0)
+    if spike.any():
+        s_val, s_thr, s_mid, s_ld = np.zeros(d, dt), np.full(d, -1.0, dt), np.zeros(d, dt), np.zeros(d)
+        for j in np.flatnonzero(spike):
+            s_val[j] = dt.type(kinds[j]["value"])
+            s_thr[j] = tol * max(abs(s_val[j]), one)
+            c0, c1 = (dt.type(t) for t in kinds[j]["cell"])
+            s_mid[j] = c0 + (c1 - c0) * dt.type(0.5)
+            s_ld[j] = math.log(kinds[j]["cell"][1] - kinds[j]["cell"][0])
+        dist = g.op("Abs", [g.sub(x, g.const(s_val, "spike_value"), "spike_d")], "spike_ad")
+        is_s = g.op("LessOrEqual", [dist, g.const(s_thr, "spike_tol")], "spike_match")  # tol -1: never
+        ok = g.op("Or", [ok, is_s], "spike_ok")
+        v = g.where(is_s, g.const(s_mid, "spike_centre"), v, "spike_v")
+        zero = g.const(np.zeros(d), "pre_ld_zero") if ld_elem is None else ld_elem
+        ld_elem = g.where(is_s, g.const(s_ld, "spike_log_cell"), zero, "spike_ld")
+
+    v = g.where(ok, v, g.scalar(0.0), "pre_v_safe")  # rows outside the support: 0, as the engine
+
+    # 5. quantile maps
+    qcols = [j for j in range(d) if quantile[j] is not None]
+    if qcols:
+        width = max(len(quantile[j]["v"]) for j in qcols)
+        interior = np.full((d, max(width - 2, 1)), np.inf)
+        fa, fb, fs, fl = (np.zeros(d * (width - 1), dt) for _ in range(4))
+        fs[:] = 1
+        for j in qcols:
+            a_k, b_k = np.asarray(quantile[j]["v"], dt), np.asarray(quantile[j]["u"], dt)
+            kk = len(a_k)
+            interior[j, : kk - 2] = a_k[1:-1]
+            s = ((b_k[1:] - b_k[:-1]) / (a_k[1:] - a_k[:-1])).astype(dt)  # as _pwl, in the precision
+            o = j * (width - 1)
+            fa[o : o + kk - 1], fb[o : o + kk - 1], fs[o : o + kk - 1] = a_k[:-1], b_k[:-1], s
+            fl[o : o + kk - 1] = np.log(s.astype(np.float64)).astype(dt)
+        v3 = g.op("Reshape", [v, g.ints([0, d, 1], "shape_nd1")], "q_v3")
+        count = g.op(
+            "Cast",
+            [g.op("GreaterOrEqual", [v3, g.const(interior, "q_interior")], "q_ge")],
+            "q_ge_f",
+            to=g.elem,
+        )
+        seg = g.op("ReduceSum", [count, g.ints([2], "axis2")], "q_seg", keepdims=0)
+        fi = g.add(
+            g.op("Cast", [seg], "q_seg_i", to=g.int64),
+            g.const(np.arange(d) * (width - 1), "q_offset", dtype=np.int64),
+            "q_fi",
+        )
+        a_i = g.op("Gather", [g.const(fa, "q_a"), fi], "q_a_i")
+        b_i = g.op("Gather", [g.const(fb, "q_b"), fi], "q_b_i")
+        s_i = g.op("Gather", [g.const(fs, "q_s"), fi], "q_s_i")
+        w = g.add(b_i, g.mul(s_i, g.sub(v, a_i, "q_dv"), "q_sdv"), "q_w")
+        qmask = g.const(np.array([q is not None for q in quantile]), "q_mask", dtype=bool)
+        v = g.where(qmask, w, v, "q_v")
+        lq = g.op("Gather", [g.const(fl, "q_log_s"), fi], "q_log_s_i")
+        lq = g.where(qmask, lq, g.scalar(0.0), "q_ld")
+        ld_elem = lq if ld_elem is None else g.add(ld_elem, lq, "pre_ld_q")
+
     oos = g.any_rows(g.op("Not", [ok], "x_outside"), "row_outside")
     centred = g.sub(v, g.const(_np(pre.mean, g.dtype), "pre_mean"), "pre_centred")
     u = g.div(centred, g.const(_np(pre.std, g.dtype), "pre_std"), "u")
     # the constant  sum_j log std_j,  as the model computes it (in the graph's precision)
     std = pre.std.detach().cpu().to(_torch_dtype(g.dtype))
     sum_log_std = float(std.log().sum())
-    if ld_elem is None:  # no bounds/log: the log-determinant is the constant -sum log std
+    if ld_elem is None:  # no bounds/log/kinds/quantiles: the log-determinant is the constant
         return u, g.const(-sum_log_std, "pre_logdet"), nan, oos
     return u, g.sub(g.row_sum(ld_elem, "pre_ld_sum"), g.scalar(sum_log_std), "pre_logdet"), nan, oos
 
@@ -590,13 +748,6 @@ def onnx_model(model_or_path: Any, *, opset: int = DEFAULT_OPSET, dtype: str = "
     if pre.features is None:  # pragma: no cover - Model allocates the buffers
         raise ValueError("export_onnx: the model's preprocessing has no features")
     d, c = flow.features, flow.context
-    for j, kind in enumerate(getattr(pre, "kinds", None) or []):
-        if kind is not None:  # periodic / discrete / spike maps: not translated (yet)
-            raise ValueError(
-                f"export_onnx: feature {model.features[j]!r} (column {j}) uses the preprocessing kind "
-                f"{kind.get('kind')!r}, which the ONNX export does not support (supported: bounds, log, "
-                "standardisation)"
-            )
     g = _Graph(_DTYPES[dtype])
 
     g._names.update({"x", "context", "log_prob"})
@@ -651,13 +802,21 @@ def onnx_model(model_or_path: Any, *, opset: int = DEFAULT_OPSET, dtype: str = "
         "context": json.dumps(list(model.context_features)),
         "flow": json.dumps(flow.config, sort_keys=True),
         "preprocessing": json.dumps(
-            {"standardize": pre.standardize, "log": list(pre.log), "bounds": [list(b) for b in pre.bounds]}
+            {
+                "standardize": pre.standardize,
+                "log": list(pre.log),
+                "bounds": [list(b) for b in pre.bounds],
+                "kinds": [None if k is None else dict(k) for k in (pre.kinds or [None] * d)],
+                "quantile": [None if q is None else dict(q) for q in (pre.quantile or [None] * d)],
+            }
         ),
         "inputs": json.dumps(["x", "context"] if c else ["x"]),
         "checksum": tensor_checksum(state),
         "dtype": dtype,
         "model_dtype": str(next(flow.parameters()).dtype).replace("torch.", ""),
-        "outside_support": "-inf (bounds, log of <= 0, infinite values); NaN feature or context: NaN",
+        "outside_support": (
+            "-inf (bounds, log of <= 0, unseen discrete values, infinite values); NaN feature or context: NaN"
+        ),
         **provenance,
     }
     helper.set_model_props(proto, meta)
@@ -704,8 +863,9 @@ def export_onnx(
     The graph has the input ``x`` of shape ``(N, D)`` (raw features in the order of ``model.features``),
     for a conditional model the input ``context`` ``(N, C)`` (raw context values, ``model.context_features``),
     and the output ``log_prob`` ``(N,)``; ``N`` is dynamic. It evaluates :meth:`Model.log_prob`: the
-    preprocessing (bounds, log, standardisation), every flow layer and the base density
-    (``docs/model-format.md`` section 4).
+    preprocessing (bounds, log, periodic / discrete / spike kinds, quantile maps, standardisation; discrete
+    and spike values at their cell centres, as in evaluation mode), every flow layer and the base density
+    (``docs/model-format.md`` sections 4 and 5).
 
     Parameters
     ----------
@@ -739,12 +899,13 @@ def export_onnx(
 
     Notes
     -----
-    Events outside the model's support (a bounded feature outside its open interval, a log feature
-    ``<= 0``, an infinite feature) give ``-inf``; a NaN feature or a NaN/infinite context value gives
-    NaN. This is what :class:`nfhep.Engine` returns; :meth:`Model.log_prob` raises a ``ValueError`` for
-    out-of-bounds values instead. The metadata (``metadata_props``) records the nfhep version, family,
-    features, context, flow configuration, preprocessing kinds, the tensor checksum (the model file's
-    ``checksum``) and, for a file, its name and SHA-256.
+    Events outside the model's support (a bounded feature outside its open interval, a log feature ``<= 0``, a
+    discrete feature at none of its values, a spike feature neither at its spike nor in its continuum's
+    support, an infinite feature) give ``-inf``; a NaN feature or a NaN/infinite context value gives NaN. This
+    is what :class:`nfhep.Engine` returns; :meth:`Model.log_prob` raises a ``ValueError`` for out-of-bounds
+    values instead. The metadata (``metadata_props``) records the nfhep version, family, features, context,
+    flow configuration, preprocessing (bounds, log, kinds, quantile knots), the tensor checksum (the model
+    file's ``checksum``) and, for a file, its name and SHA-256.
 
     Examples
     --------
@@ -789,19 +950,6 @@ def operators_of(model: Any) -> list[str]:
     if isinstance(model, (str, os.PathLike)):
         model = onnx.load(os.fspath(model))
     return sorted({n.op_type for n in model.graph.node})
-
-
-def _support(pre: Any, x: np.ndarray) -> np.ndarray:
-    """Rows of raw ``x`` inside the preprocessing's open support (finite, within bounds, log > 0)."""
-    ok = np.isfinite(x).all(axis=1)
-    for j, (lo, hi) in enumerate(pre.bounds or []):
-        if j in pre.log:
-            ok &= x[:, j] > 0
-        if lo is not None:
-            ok &= x[:, j] > lo
-        if hi is not None:
-            ok &= x[:, j] < hi
-    return ok
 
 
 def compare_onnxruntime(
@@ -862,7 +1010,7 @@ def compare_onnxruntime(
             ctx = (pre.context_mean.double() + pre.context_std.double() * eps).to(dt)
         x = model.sample(events, ctx, generator=gen)
         xn = x.double().cpu().numpy()
-        inside = _support(pre, xn)
+        inside = pre.support(x).cpu().numpy()  # bounds, log > 0, allowed discrete values, spikes
         lp_t = np.full(events, -np.inf)
         if inside.any():
             rows = torch.from_numpy(np.flatnonzero(inside))
