@@ -70,7 +70,7 @@ def test_train_info_sample_end_to_end(ntuple, tmp_path, capsys):
 
     assert main(["info", str(model)]) == 0
     text = capsys.readouterr().out
-    for word in ("nfhep-flow version 1", "arqs", "features     a, b", "parameters", "sha256", "created"):
+    for word in ("nfhep-flow version 2", "arqs", "features     a, b", "parameters", "sha256", "created"):
         assert word in text, word
     assert main(["info", str(model), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)

@@ -291,7 +291,8 @@ def test_cli_nproc_2_writes_one_model_from_rank_0(ntuple, tmp_path, how):
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr
     lines = [s for s in p.stdout.splitlines() if s.startswith("nfhep train:")]
-    assert len(lines) == 3, p.stdout  # entries, data-parallel, wrote: printed by rank 0 only
+    # entries, data-parallel, the preprocessing table, wrote: printed by rank 0 only
+    assert len(lines) == 4 and "preprocessing chosen" in lines[2], p.stdout
     assert "data-parallel over 2 ranks" in lines[1]
     assert sorted(os.listdir(out)) == ["m.history.json", "m.safetensors"]  # nothing else, no temporaries
     from nfhep import modelfile

@@ -23,8 +23,10 @@ Classes, tested in this order (each feature, ``n`` finite training values):
     a sharp edge at the minimum (maximum): at least 0.3% of the rows (and at least 5) within
     ``0.05 × IQR`` of it (a Gaussian tail has about 10⁻⁵ there), and at least half as many as in the next
     window inwards (a tail thins out towards its end, an edge does not). Both edges: a logit on
-    ``[min - m, max + m]``; one edge: :math:`\log(x - a)` with ``a = min - m`` (or :math:`\log(b - x)`), with
-    a margin ``m = 10⁻³ ×`` (range, or median - min) so the edge becomes a smooth tail.
+    ``[min - m, max + m]``; one edge: :math:`\log(x - a)` with ``a = min - m`` (or :math:`\log(b - x)`). The
+    margin ``m`` is five mean spacings of the ten values nearest the extreme (at least ``10⁻³ ×`` the
+    range): new data from the same source reach beyond the training extreme by about one spacing, and
+    values beyond a bound have zero density. Declare the physical bound (``--bounds``) when it is known.
 ``positive heavy-tailed``
     no edge, all values > 0 and ``(q99.9 - q50)/IQR > 4`` (an exponential has 5.6, a Gaussian 2.3):
     :math:`\log x`.
@@ -156,6 +158,20 @@ def _edges(c: np.ndarray) -> tuple[bool, bool, str]:
     )
 
 
+def _margin(c: np.ndarray, lo: float, hi: float, side: str) -> float:
+    """How far beyond the sample's extreme a detected edge is put: five mean spacings of the ten values
+    nearest that extreme (the true edge lies within one spacing or so of the sample extreme; a new sample
+    would reach about that far), at least 10^-3 of the range."""
+    k = min(10, c.size - 1)
+    if side == "low":
+        ext = np.partition(c, k)[: k + 1]
+        spacing = (float(np.max(ext)) - lo) / k
+    else:
+        ext = np.partition(c, c.size - 1 - k)[c.size - 1 - k :]
+        spacing = (hi - float(np.min(ext))) / k
+    return max(5.0 * spacing, 1e-3 * (hi - lo), 1e-12 * max(1.0, abs(lo), abs(hi)))
+
+
 def _heavy_upper(c: np.ndarray) -> tuple[bool, float]:
     q25, q50, q75, q999 = np.quantile(c, [0.25, 0.5, 0.75, 0.999])
     iqr = q75 - q25
@@ -224,8 +240,7 @@ def _continuum(name: str, c: np.ndarray, decl: Mapping[str, Any] | None) -> Feat
             name, "continuous", "identity", "constant (centred only)", False, False, (None, None), None, rng
         )
     if e_lo and e_hi:
-        m = 1e-3 * (hi - lo)
-        a, b = lo - m, hi + m
+        a, b = lo - _margin(c, lo, hi, "low"), hi + _margin(c, lo, hi, "high")
         return FeatureDecision(
             name,
             "bounded",
@@ -238,9 +253,7 @@ def _continuum(name: str, c: np.ndarray, decl: Mapping[str, Any] | None) -> Feat
             rng,
         )
     if e_lo:
-        med = float(np.median(c))
-        m = 1e-3 * max(med - lo, 1e-12 * max(1.0, abs(lo)))
-        a = lo - m
+        a = lo - _margin(c, lo, hi, "low")
         return FeatureDecision(
             name,
             "lower edge",
@@ -253,9 +266,7 @@ def _continuum(name: str, c: np.ndarray, decl: Mapping[str, Any] | None) -> Feat
             rng,
         )
     if e_hi:
-        med = float(np.median(c))
-        m = 1e-3 * max(hi - med, 1e-12 * max(1.0, abs(hi)))
-        b = hi + m
+        b = hi + _margin(c, lo, hi, "high")
         return FeatureDecision(
             name,
             "upper edge",

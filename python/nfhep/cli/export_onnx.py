@@ -15,7 +15,8 @@ generators in the style of TMVA SOFIE -- can evaluate it without nfhep.
 The graph has the input  x        (N, D)  raw feature values, in the model's feature order
               (and)      context  (N, C)  raw context values, for a conditional model
 and the output           log_prob (N,)    the density in data units, as Model.log_prob:
-the model's preprocessing (bounds, log, standardisation), every flow layer and the normal base.
+the model's preprocessing (bounds, log, periodic, discrete, spike, quantile maps,
+standardisation), every flow layer and the normal base.
 N is dynamic. Events outside the support give -inf; a NaN feature or a NaN/inf context gives NaN
 (as nfhep.Engine and nfhep eval). The model's features, context, flow configuration, checksum and the
 file's SHA-256 are stored in the ONNX metadata (metadata_props).

@@ -76,11 +76,26 @@ def run(args: argparse.Namespace, *, out=None) -> int:
         f"parameters   {d['n_parameters']:,} ({d['n_trainable']:,} trainable) in {d['n_tensors']} tensors",
     ]
     pre = meta.get("preprocessing")
+    prov = meta.get("provenance", {})
     if pre:
         lines.append("preprocessing")
+        decisions = prov.get("preprocessing")
+        if isinstance(decisions, list) and decisions:
+            w = max(len(str(d.get("name", ""))) for d in decisions)
+            for d in decisions:
+                lines.append(
+                    f"  {str(d.get('name')):<{w}}  {d.get('kind')}"
+                    + (" (declared)" if d.get("declared") else "")
+                    + f": {d.get('transform')}  [{d.get('reason')}]"
+                )
         for k in sorted(pre):
+            if k in ("kinds", "quantile") and isinstance(decisions, list) and decisions:
+                continue  # shown above, per feature (the knots are in --json)
             lines.append(f"  {k:<14} {_fmt(pre[k])}")
-    prov = meta.get("provenance", {})
+    if prov.get("size_defaults"):
+        lines.append("chosen from the data size")
+        for line in prov["size_defaults"]:
+            lines.append(f"  {line}")
     lines.append("provenance")
     for k in ("nfhep_version", "torch_version", "python_version", "created", "training_seconds"):
         if k in prov:
@@ -111,6 +126,8 @@ def run(args: argparse.Namespace, *, out=None) -> int:
             "history",
             "data",
             "training",
+            "preprocessing",
+            "size_defaults",
         )
     }
     for k, v in extra.items():

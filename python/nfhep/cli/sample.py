@@ -19,6 +19,10 @@ Conditional models need a context: either fixed values for all events (--context
 or one context row per event read from ROOT branches (--context-from file.root:tree; N defaults to its
 number of entries); the context branches are written to the output too.
 
+Samples are never NaN/inf (such draws are redrawn) and stay inside the model's bounds and discrete values.
+Events beyond the training range by more than --margin (a fraction of the range, default 0.1) are counted
+and reported; --reject-outside redraws them instead (models trained by nfhep train know their range).
+
 examples:
   nfhep sample model.safetensors -n 100000 -o gen.root
   nfhep sample model.safetensors -n 1e6 -o gen.root:events --seed 3 --log-prob
@@ -50,6 +54,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int, default=100_000, help="events generated and written per chunk")
     p.add_argument(
         "--log-prob", action="store_true", help="also write the model's log density as branch 'log_prob'"
+    )
+    p.add_argument(
+        "--reject-outside",
+        action="store_true",
+        help="redraw events beyond the training range by more than --margin (default: count and report)",
+    )
+    p.add_argument(
+        "--margin", type=float, default=0.1, help="the out-of-range margin, a fraction of the range [0.1]"
     )
     p.add_argument("--compression", default="zstd1", help="zstd1 (default), zlib1, lz4, lzma, none")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -86,11 +98,15 @@ def sample_chunks(
     seed: int,
     log_prob: bool,
     progress: bool,
+    reject_outside: bool = False,
+    margin: float = 0.1,
+    stats: dict | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield chunks ``{feature: values, context...: values, ["log_prob"]}`` of ``n`` sampled events.
 
     ``context`` is None, one row (C,) used for every event, or (n, C) rows. A ``torch.Generator`` seeded once
-    with ``seed`` drives the draws, so the output depends on ``seed`` and ``chunk_size`` only.
+    with ``seed`` drives the draws, so the output depends on ``seed`` and ``chunk_size`` only. ``stats``
+    (a dict) accumulates the models' ``last_sample_stats`` counts (redrawn, outside the training range).
     """
     import torch
 
@@ -112,10 +128,14 @@ def sample_chunks(
                     rows = context if context.ndim == 2 else np.broadcast_to(context, (m, len(cnames)))
                     rows = rows[start : start + m] if context.ndim == 2 else rows
                     ctx = torch.as_tensor(np.ascontiguousarray(rows), dtype=dtype)
+                kw = {"reject_outside": reject_outside, "margin": margin}
                 if log_prob:
-                    x, lp = model.sample_and_log_prob(m, context=ctx, generator=gen)
+                    x, lp = model.sample_and_log_prob(m, context=ctx, generator=gen, **kw)
                 else:
-                    x, lp = model.sample(m, context=ctx, generator=gen), None
+                    x, lp = model.sample(m, context=ctx, generator=gen, **kw), None
+                if stats is not None:
+                    for k, v in getattr(model, "last_sample_stats", {}).items():
+                        stats[k] = stats.get(k, 0) + int(v)
                 x = x.detach().cpu().numpy()
                 if x.shape != (m, len(features)):
                     raise RuntimeError(
@@ -176,6 +196,11 @@ def run(args: argparse.Namespace, *, out=None) -> int:
         raise ValueError("the model has no context features; drop --context/--context-from")
     if n is None:
         raise ValueError("-n/--events is required")
+    margin = float(getattr(args, "margin", 0.1))
+    reject = bool(getattr(args, "reject_outside", False))
+    if not margin >= 0:
+        raise ValueError(f"--margin must be >= 0, got {margin}")
+    stats: dict = {}
     written = nio.write_root(
         path,
         tree,
@@ -187,10 +212,27 @@ def run(args: argparse.Namespace, *, out=None) -> int:
             seed=args.seed,
             log_prob=args.log_prob,
             progress=not args.quiet,
+            reject_outside=reject,
+            margin=margin,
+            stats=stats,
         ),
         compression=args.compression,
     )
     print(
         f"nfhep sample: wrote {written} events to {path}:{tree} (branches: {', '.join(features)})", file=out
     )
+    known = getattr(model.preprocessing, "data_range", None) is not None
+    if known:
+        how = (
+            f"{stats.get('redrawn_outside', 0)} redrawn (--reject-outside)"
+            if reject
+            else "kept (--reject-outside redraws them)"
+        )
+        print(
+            f"nfhep sample: {stats.get('outside_range', 0)} of {written} first draws beyond the training "
+            f"range by more than {margin:g} of its width: {how}",
+            file=out,
+        )
+    if stats.get("redrawn_non_finite"):
+        print(f"nfhep sample: {stats['redrawn_non_finite']} non-finite draws redrawn", file=out)
     return 0

@@ -1,0 +1,405 @@
+"""Do flows learn real ntuples with ``nfhep train``'s defaults? (issue 15, results in REAL.md)
+
+For ntuples shipped with the ``root`` pip package (ROOT's HIGGS tutorial sample: 28 lepton/jet/b-tag/mass
+features; ``hsimple.root``: px, py, pz, random; ``tmva_class_example.root``: four smooth variables) and
+for nfhep's synthetic collider toy (``nfhep.collider_toy``: thresholds, acceptance cuts, periodic angles,
+multiplicities, tag working points, zero-padded jets), train on N events and compare samples with a
+held-out test sample, in the same run:
+
+- ``nfhep-arqs`` / ``nfhep-maf``: ``nfhep train DATA --features ... --flow F`` and nothing else (the
+  automatic per-feature preprocessing and the data-size defaults);
+- ``nfhep-arqs-plain`` / ``nfhep-maf-plain``: ``--no-auto-preprocess --no-size-defaults`` (plain
+  standardisation and the papers' 3x128 network: what nfhep did before);
+- ``zuko-nsf`` / ``zuko-maf``: zuko's NSF and MAF on standardised inputs with the network nfhep's defaults
+  choose (2 transforms, 8 bins, bound 5), trained with the same loop settings (Adam 1e-3, batch 512, 20%
+  validation, patience 20, best weights restored, the same epoch cap).
+
+Metrics: the median over features of the two-sample KS p-value (samples vs test, both of the test
+size), and the sliced Wasserstein distance (2D directions, features standardised by the test sample)
+divided by the truth-vs-truth value (an independent true sample of the test size against the test
+sample). Non-finite samples and samples outside the training range by more than 10% of its width are
+counted. Marginal plots per dataset.
+
+    python benchmarks/quality/real_ntuples.py             # everything (~1 h on 2 cores)
+    python benchmarks/quality/real_ntuples.py --fast      # a minute: tiny samples, 3 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+METHODS = ("nfhep-arqs", "nfhep-maf", "nfhep-arqs-plain", "nfhep-maf-plain", "zuko-nsf", "zuko-maf")
+
+
+def _root_data() -> Path:
+    import ROOT  # noqa: F401  (the pip package's location)
+
+    base = Path(ROOT.__file__).resolve().parent / "tutorials"
+    if not base.is_dir():
+        raise FileNotFoundError(f"ROOT's tutorials are not at {base}")
+    return base
+
+
+def load(name: str, seed: int = 1) -> tuple[np.ndarray, list[str]]:
+    """All rows of a dataset (shuffled, seeded) and its feature names."""
+    import uproot
+
+    if name == "collider":
+        from nfhep.collider_toy import collider_toy
+
+        cols = collider_toy(80_000, seed=seed)
+        return np.stack(list(cols.values()), 1), list(cols)
+    base = _root_data()
+    if name == "higgs":
+        t = uproot.open(base / "machine_learning/data/Higgs_data.root")["sig_tree"]
+        names = [k for k in t.keys() if k != "Type"]
+    elif name == "hsimple":
+        t = uproot.open(base / "hsimple.root")["ntuple"]
+        names = ["px", "py", "pz", "random"]
+    elif name == "tmva":
+        t = uproot.open(base / "machine_learning/data/tmva_class_example.root")["TreeS"]
+        names = ["var1", "var2", "var3", "var4"]
+    else:
+        raise ValueError(f"unknown dataset {name!r}")
+    x = np.stack([np.asarray(t[k].array(library="np"), dtype=np.float64) for k in names], 1)
+    return x[np.random.default_rng(seed).permutation(len(x))], names
+
+
+#: dataset -> (training sizes, test size); the real ntuples have 6,000-25,000 rows
+DATASETS = {
+    "higgs": ((5000,), 5000),
+    "hsimple": ((5000, 20000), 5000),
+    "tmva": ((3000,), 3000),
+    "collider": ((5000, 50000), 20000),
+}
+
+
+def splits(x: np.ndarray, n_train: int, n_test: int):
+    """train = rows [0, n_train), truth = rows [0, n_test) of a disjoint pool when there is room, test =
+    the last n_test rows."""
+    test = x[-n_test:]
+    train = x[:n_train]
+    pool = x[: len(x) - n_test]
+    truth = pool[n_train : n_train + n_test] if len(pool) - n_train >= n_test else pool[:n_test]
+    return train, truth, test
+
+
+def score(s: np.ndarray, test: np.ndarray, truth: np.ndarray) -> dict:
+    from nfhep import metrics
+
+    m, sd = test.mean(0), test.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    ks = metrics.ks_2samp(s, test).pvalue
+    sw = metrics.sliced_wasserstein((s - m) / sd, (test - m) / sd, seed=0).mean
+    sw0 = metrics.sliced_wasserstein((truth - m) / sd, (test - m) / sd, seed=0).mean
+    return {
+        "ks_median": float(np.median(ks)),
+        "ks": [float(v) for v in ks],
+        "swd": float(sw),
+        "swd_truth": float(sw0),
+        "swd_ratio": float(sw / sw0),
+    }
+
+
+def _nfhep(method: str, train: np.ndarray, names: list[str], n_out: int, workdir: Path, fast: bool):
+    import torch
+    import uproot
+
+    from nfhep.cli import train as train_cli
+
+    f = workdir / "train.root"
+    if not f.exists():
+        with uproot.recreate(f) as out:
+            out.mktree("events", {k: np.float64 for k in names})
+            out["events"].extend({k: train[:, j] for j, k in enumerate(names)})
+    family = "maf" if "maf" in method else "arqs"
+    given = {
+        "data": [f"{f}:events"],
+        "features": names,
+        "flow": family,
+        "quiet": True,
+        "output": str(workdir / f"{method}.safetensors"),
+    }
+    if method.endswith("-plain"):
+        given.update(auto_preprocess=False, size_defaults=False)
+    if fast:
+        given["epochs"] = 3
+    opts = train_cli.resolve_options(given)
+    import io
+
+    log = io.StringIO()
+    t0 = time.perf_counter()
+    res = train_cli.train_from_options(opts, out=log)
+    secs = time.perf_counter() - t0
+    model = res["model_obj"].eval()
+    s = model.sample(n_out, generator=torch.Generator().manual_seed(7)).double().numpy()
+    stats = dict(model.last_sample_stats)
+    return (
+        s,
+        secs,
+        {
+            "log": log.getvalue(),
+            "sample_stats": stats,
+            "epochs_run": res["summary"]["epochs_run"],
+            "hidden": opts["hidden"] if method.endswith("-plain") else _chosen_hidden(log.getvalue()),
+        },
+    )
+
+
+def _chosen_hidden(log: str) -> str:
+    for line in log.splitlines():
+        if line.startswith("nfhep train: hidden "):
+            return line.split()[3].rstrip(":")
+    return "?"
+
+
+def _zuko(method: str, train: np.ndarray, n_out: int, fast: bool):
+    """zuko's NSF / MAF with nfhep's loop settings on standardised data."""
+    import copy
+
+    import torch
+    import zuko
+
+    from nfhep.defaults import data_size_defaults
+
+    n_fit = int(round(len(train) * 0.8))
+    chosen, _ = data_size_defaults(n_fit, train.shape[1])
+    hidden = [int(chosen["hidden"].split("x")[1])] * int(chosen["hidden"].split("x")[0])
+    epochs = 3 if fast else chosen["epochs"]
+    mean, std = train.mean(0), train.std(0)
+    std = np.where(std > 0, std, 1.0)
+    z = torch.tensor((train - mean) / std, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(z), generator=g)
+    va, tr = z[perm[: len(z) - n_fit]], z[perm[len(z) - n_fit :]]
+    torch.manual_seed(0)
+    D = train.shape[1]
+    if method == "zuko-nsf":
+        flow = zuko.flows.NSF(D, transforms=2, bins=8, hidden_features=hidden)
+    else:
+        flow = zuko.flows.MAF(D, transforms=2, hidden_features=hidden)
+    opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.2, patience=10)
+    best, best_state, since = math.inf, copy.deepcopy(flow.state_dict()), 0
+    t0 = time.perf_counter()
+    run = 0
+    for _ in range(epochs):
+        run += 1
+        flow.train()
+        idx = torch.randperm(len(tr), generator=g)
+        for b in range(0, len(tr), 512):
+            loss = -flow().log_prob(tr[idx[b : b + 512]]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        flow.eval()
+        with torch.no_grad():
+            v = float(-flow().log_prob(va).mean())
+        sched.step(v)
+        if v < best:
+            best, best_state, since = v, copy.deepcopy(flow.state_dict()), 0
+        else:
+            since += 1
+            if since >= 20:
+                break
+    flow.load_state_dict(best_state)
+    secs = time.perf_counter() - t0
+    with torch.no_grad():
+        s = flow().sample((n_out,)).double().numpy() * std + mean
+    bad = ~np.isfinite(s).all(1)
+    return s, secs, {"non_finite": int(bad.sum()), "epochs_run": run, "hidden": chosen["hidden"]}
+
+
+def run_one(dataset: str, n_train: int, method: str, fast: bool) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    x, names = load(dataset)
+    n_test = DATASETS[dataset][1]
+    if fast:
+        n_train, n_test = min(n_train, 600), min(n_test, 400)
+    train, truth, test = splits(x, n_train, n_test)
+    work = Path(tempfile.mkdtemp(prefix=f"nfhep-real-{dataset}-{n_train}-"))
+    if method.startswith("nfhep"):
+        s, secs, extra = _nfhep(method, train, names, n_test, work, fast)
+        outside = extra["sample_stats"]["outside_range"]
+        non_finite = extra["sample_stats"]["redrawn_non_finite"]
+        extra.pop("log")
+    else:
+        s, secs, extra = _zuko(method, train, n_test, fast)
+        lo, hi = train.min(0), train.max(0)
+        m = 0.1 * (hi - lo)
+        fin = np.isfinite(s).all(1)
+        outside = int((((s < lo - m) | (s > hi + m)).any(1) & fin).sum())
+        non_finite = extra["non_finite"]
+        s = s[fin]
+    res = {
+        "dataset": dataset,
+        "n_train": n_train,
+        "n_test": n_test,
+        "method": method,
+        "seconds": secs,
+        "outside_range": outside,
+        "non_finite": non_finite,
+        "features": names,
+        **extra,
+        **score(s, test, truth),
+    }
+    np.save(work / f"{method}.npy", s)
+    res["sample_file"] = str(work / f"{method}.npy")
+    res["test_truth"] = {"n": len(test)}
+    print(
+        f"{dataset:9s} n={n_train:6d} {method:17s} KS {res['ks_median']:.3f} SWD x{res['swd_ratio']:.2f} "
+        f"outside {outside} non-finite {non_finite} {secs:.0f}s",
+        flush=True,
+    )
+    return res
+
+
+def plots(results: list[dict], outdir: Path, fast: bool) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    keys = sorted({(r["dataset"], r["n_train"]) for r in results})
+    for ds, n in keys:
+        rs = {r["method"]: r for r in results if (r["dataset"], r["n_train"]) == (ds, n)}
+        x, names = load(ds)
+        n_test = next(iter(rs.values()))["n_test"]
+        _, _, test = splits(x, n, n_test)
+        show = [m for m in ("nfhep-arqs", "nfhep-arqs-plain", "zuko-nsf", "nfhep-maf") if m in rs]
+        nf = min(len(names), 12)
+        cols = 4
+        rows = math.ceil(nf / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
+        for j in range(nf):
+            ax = axes[j // cols][j % cols]
+            t = test[:, j]
+            lo, hi = np.quantile(t, [0.001, 0.999])
+            edges = np.unique(t) if np.unique(t).size <= 20 else np.linspace(lo, hi, 41)
+            if edges.size <= 20:
+                edges = np.concatenate([edges - 1e-9, [edges[-1] + 1e-3]])
+            ax.hist(t, bins=edges, density=True, color="0.8", label="test")
+            for m in show:
+                s = np.load(rs[m]["sample_file"])[:, j]
+                ax.hist(s, bins=edges, density=True, histtype="step", label=f"{m} (p={rs[m]['ks'][j]:.2f})")
+            ax.set_xlabel(names[j])
+            ax.legend(fontsize=5)
+        for j in range(nf, rows * cols):
+            axes[j // cols][j % cols].axis("off")
+        fig.suptitle(f"{ds}: {n} training events, marginals vs {n_test} test events", fontsize=9)
+        fig.tight_layout()
+        name = f"real_{ds}_{n}{'_fast' if fast else ''}.png"
+        fig.savefig(outdir / name, dpi=90)
+        plt.close(fig)
+        made.append(name)
+    return made
+
+
+def write_md(results: list[dict], outdir: Path, pngs: list[str], fast: bool, wall: float) -> Path:
+    import torch
+
+    import nfhep
+
+    lines = [
+        "# Real and collider-like ntuples with nfhep train's defaults (issue 15)",
+        "",
+        "Produced by `python benchmarks/quality/real_ntuples.py`"
+        + (" --fast (NOT the real study)" if fast else ""),
+        f"on {platform.machine()}, {os.cpu_count()} cores (one torch thread per run, two runs in parallel on "
+        "a "
+        f"machine shared with other work), nfhep {nfhep.__version__}, torch {torch.__version__}; "
+        f"total {wall / 60:.0f} min.",
+        "",
+        "Median KS p: median over features of the KS p-value of n_test samples against the test sample "
+        "(truth-vs-truth: an independent true sample of that size against the test sample). SWD ratio: "
+        "sliced Wasserstein distance / the truth-vs-truth value. `outside`: samples beyond the training "
+        "range "
+        "by more than 10% of its width; `non-finite`: samples with NaN/inf (nfhep redraws them and counts "
+        "them; zuko's are dropped before scoring). Target (issue 15, 5,000 events, defaults): median KS p >= "
+        "0.2 and SWD <= 1.3x for A-RQS and MAF.",
+        "",
+    ]
+    keys = sorted({(r["dataset"], r["n_train"]) for r in results})
+    from nfhep import metrics
+
+    for ds, n in keys:
+        rs = [r for r in results if (r["dataset"], r["n_train"]) == (ds, n)]
+        rs.sort(key=lambda r: METHODS.index(r["method"]))
+        x, names = load(ds)
+        n_test = rs[0]["n_test"]
+        train, truth, test = splits(x, n, n_test)
+        tt = float(np.median(metrics.ks_2samp(truth, test).pvalue))
+        lines += [
+            f"## {ds}: {n:,} training events, {n_test:,} test events, {len(names)} features",
+            "",
+            f"truth vs truth: median KS p {tt:.3f}, SWD {rs[0]['swd_truth']:.4f}",
+            "",
+            "| method | network | epochs | median KS p | SWD ratio | outside | non-finite | train s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rs:
+            lines.append(
+                f"| {r['method']} | {r.get('hidden', '?')} | {r.get('epochs_run', '?')} | "
+                f"{r['ks_median']:.3f} | "
+                f"{r['swd_ratio']:.2f} | {r['outside_range']} | {r['non_finite']} | {r['seconds']:.0f} |"
+            )
+        png = f"real_{ds}_{n}{'_fast' if fast else ''}.png"
+        if png in pngs:
+            lines += ["", f"![{ds} marginals]({png})"]
+        lines.append("")
+    path = outdir / ("REAL_fast.md" if fast else "REAL.md")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fast", action="store_true", help="tiny samples and 3 epochs (a smoke run)")
+    ap.add_argument("--datasets", default=",".join(DATASETS), help="comma list of " + ", ".join(DATASETS))
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
+    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each) [2]")
+    ap.add_argument("--out", default=str(HERE), help="where REAL.md, results and plots go")
+    args = ap.parse_args(argv)
+    outdir = Path(args.out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    tasks = []
+    for ds in args.datasets.split(","):
+        sizes, _ = DATASETS[ds]
+        for n in sizes[:1] if args.fast else sizes:
+            for m in args.methods.split(","):
+                if m not in METHODS:
+                    raise SystemExit(f"unknown method {m!r}")
+                tasks.append((ds, n, m, args.fast))
+    t0 = time.perf_counter()
+    results = []
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
+        for r in ex.map(run_one, *zip(*tasks, strict=True)):
+            results.append(r)
+    wall = time.perf_counter() - t0
+    pngs = plots(results, outdir, args.fast)
+    (outdir / ("real_results_fast.json" if args.fast else "real_results.json")).write_text(
+        json.dumps([{k: v for k, v in r.items() if k != "sample_file"} for r in results], indent=1)
+    )
+    path = write_md(results, outdir, pngs, args.fast, wall)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parents[1] / "python"))
+    raise SystemExit(main())
