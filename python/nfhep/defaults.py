@@ -1,11 +1,13 @@
 """Training defaults that fit the data: ``nfhep train`` chooses them from the number of training events.
 
-Small samples overfit a wide network: with 5,000 events of a 28-feature collider ntuple (ROOT's
-``Higgs_data.root``, automatic preprocessing), an A-RQS of 2 bijectors reached a median per-feature KS
-p-value of 0.30 and a sliced Wasserstein distance of 1.20x truth-vs-truth with a 2x32 conditioner, but only
-0.06-0.19 and 1.4-1.7x with 2x64 and 3x128 (``benchmarks/quality/REAL.md`` has the study). Dropout 0.1 and
-an L2 penalty of 1e-4 did not help there, so they stay off. Small samples also give few optimiser steps
-per epoch, so the epoch cap grows (early stopping on the validation loss still ends the training).
+Small samples overfit a wide network. During development, on 5,000 events of ROOT's 28-feature HIGGS
+tutorial sample with the automatic preprocessing, an A-RQS of 2 bijectors reached (single runs, one sample
+of 5,000 events each) a median per-feature KS p-value of 0.41 and a sliced Wasserstein distance of 1.25x
+truth-vs-truth with a 2x32 conditioner, 0.19 and 1.39x with 2x64, 0.07 and 1.60x with the papers' 3x128;
+dropout 0.1 (0.14) and an L2 penalty of 1e-4 (0.19) did not beat 2x32, so they stay off
+(``benchmarks/quality/REAL.md`` has the benchmark, averaged over sample batches). Small samples also give
+few optimiser steps per epoch, so the epoch cap grows (early stopping on the validation loss still ends
+the training).
 
 The rules, for ``n`` training events (after the validation split):
 
@@ -24,7 +26,7 @@ the validation loss ends the training). Any option given on the command line or 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from typing import Any
 
 __all__ = ["data_size_defaults"]
@@ -64,8 +66,3 @@ def data_size_defaults(
             f"batch size {bs}"
         )
     return chosen, why
-
-
-def explicit_keys(given: Mapping[str, Any], config: Mapping[str, Any]) -> set[str]:
-    """The option names set on the command line or in a config file."""
-    return set(given) | set(config)

@@ -185,7 +185,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--hidden",
         default=S,
         help="conditioner network, LAYERSxUNITS or comma list: 3x64 (LHC toy), 3x128 (EW fit), "
-        "3x1024 (flavor fit) [3x128]",
+        "3x1024 (flavor fit) [from the data size: 2x32 below 20k events, 3x64 below 200k, else 3x128]",
     )
     g.add_argument("--knots", type=int, default=S, help="spline bins K (crqs/arqs): 4 (EW), 8 (flavor) [8]")
     g.add_argument(
@@ -263,7 +263,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=("float32", "float64"), default=S, help="weights dtype [float32]")
 
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=S, help="maximum epochs: 200 (LHC toy), 800 (EW) [200]")
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=S,
+        help="maximum epochs: 200 (LHC toy), 800 (EW) [200, more for small data: nfhep.defaults]",
+    )
     g.add_argument(
         "--patience",
         type=int,
