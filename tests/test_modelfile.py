@@ -361,6 +361,7 @@ def test_round_trip_with_every_option(tmp_path, family):
         "actnorm": True,
         "log_features": ["x1"],
         "bounds": "x2=0:1",
+        "auto_preprocess": False,  # the declared log/bounds, not nfhep train's automatic analysis
     }
     torch.manual_seed(0)
     m = Model.create(family, ["x0", "x1", "x2"], **flow_options(opts))
