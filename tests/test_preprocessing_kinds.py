@@ -45,6 +45,7 @@ def _perturbed(model: Model, scale: float = 0.05, seed: int = 1) -> Model:
 def test_analysis_classifies_constructed_columns():
     rng = np.random.default_rng(3)
     n = 5000
+    wide = rng.normal(0, 1.1, 3 * n)
     cols = {
         "gauss": rng.normal(2, 3, n),
         "unif": rng.uniform(0, 1, n),
@@ -57,6 +58,8 @@ def test_analysis_classifies_constructed_columns():
         "njets": rng.poisson(3, n).astype(float),
         "jet_pt": np.where(rng.random(n) < 0.25, 0.0, 30 + rng.exponential(40, n)),
         "upper": 10 - rng.exponential(1, n),
+        # detector acceptance: a normal of width 1.1 cut to |eta| < 2.5 (weak edges: 7% of the peak)
+        "eta": wide[np.abs(wide) < 2.5][:n],
     }
     names = list(cols)
     a = analyze_features(np.stack(list(cols.values()), 1), names)
@@ -73,6 +76,7 @@ def test_analysis_classifies_constructed_columns():
         "njets": "discrete",
         "jet_pt": "mixed",
         "upper": "upper edge",
+        "eta": "bounded",
     }
     d = {x.name: x for x in a.decisions}
     lo, hi = d["unif"].bounds
