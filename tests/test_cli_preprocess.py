@@ -129,3 +129,16 @@ def test_explicit_options_and_opt_outs(ntuple, tmp_path, capsys):
     meta = nfhep.modelfile.read_metadata(model)
     assert "preprocessing chosen" not in log and meta["version"] == 1
     assert meta["flow"]["hidden"] == [128, 128, 128] and "kinds" not in meta["preprocessing"]
+
+
+def test_size_defaults_give_a_maf_depth():
+    from nfhep.defaults import data_size_defaults
+
+    chosen, why = data_size_defaults(4000, 12, flow="maf")
+    assert chosen["bijectors"] == 8 and chosen["hidden"] == "2x32"
+    assert any(w.startswith("bijectors 8:") for w in why)
+    assert "bijectors" not in data_size_defaults(4000, 12, flow="arqs")[0]
+    assert "bijectors" not in data_size_defaults(4000, 12)[0]
+    assert "bijectors" not in data_size_defaults(4000, 12, flow="maf", explicit={"bijectors"})[0]
+    big, _ = data_size_defaults(300_000, 12, flow="maf")
+    assert "bijectors" not in big and big["hidden"] == "3x128"  # the papers' EW-fit network above 200k

@@ -30,7 +30,8 @@ and evaluated by the C++ engine too (docs/model-format.md, docs/preprocessing.md
 
 The network width and the epoch cap are chosen from the number of training events unless given
 (--no-size-defaults keeps the papers' 3x128 and 200): 2x32 below 20,000 events, 3x64 below 200,000,
-3x128 above; the cap grows so small samples get at least ~5000 optimiser steps (nfhep.defaults).
+3x128 above; the cap grows so small samples get at least ~5000 optimiser steps; a MAF gets 8
+bijectors below 200,000 events (nfhep.defaults).
 
 Otherwise the defaults follow the NFlikelihood papers (arXiv:2309.09743): A-RQS with 2 bijectors,
 Adam lr 1e-3, batch 512, learning rate x0.2 on plateaus, early stopping with restored best weights,
@@ -116,7 +117,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 _LIST_KEYS = {"data", "features", "context", "log_features", "periodic", "discrete"}
 
 #: Options that ``--size-defaults`` (on by default) chooses from the number of training events unless given.
-SIZE_KEYS = ("hidden", "epochs")
+SIZE_KEYS = ("hidden", "epochs", "bijectors")
 
 
 def _split_list(value: Any) -> list[str] | None:
@@ -180,7 +181,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "arXiv:1605.08803), crqs / arqs (coupling / autoregressive rational-quadratic "
         "spline, arXiv:1906.04032) [arqs]",
     )
-    g.add_argument("--bijectors", type=int, default=S, help="number of flow layers [2]")
+    g.add_argument("--bijectors", type=int, default=S, help="number of flow layers [2; a MAF: 8 below 200k events]")
     g.add_argument(
         "--hidden",
         default=S,
@@ -606,7 +607,11 @@ def train_from_options(opts: Mapping[str, Any], *, out=None, world=None) -> dict
 
         n_train = max(1, int(round(data.n_entries * (1.0 - float(opts["val_split"])))))
         chosen, size_choice = data_size_defaults(
-            n_train, len(opts["features"]), batch_size=int(opts["batch_size"]), explicit=explicit
+            n_train,
+            len(opts["features"]),
+            batch_size=int(opts["batch_size"]),
+            explicit=explicit,
+            flow=opts["flow"],
         )
         opts.update(chosen)
         for line in size_choice:
