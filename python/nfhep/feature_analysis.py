@@ -24,8 +24,8 @@ Classes, tested in this order (each feature, ``n`` finite training values):
     ``0.1 × IQR`` of it (a tail has one or two rows there at any sample size: a normal, Student-t or
     Laplace tail never passes, a normal cut at 2.3σ does from 5,000 rows on), and at least half as many
     as in the next window inwards less one Poisson standard deviation (a tail thins out towards its end,
-    an edge does not). A positive feature whose lower edge lies within that window of 0 (a mass, a
-    lognormal) has its edge at 0: :math:`\log x`. Both edges: a logit on
+    an edge does not). A positive feature whose lower edge lies within that window of 0 and whose density
+    rises away from it (a mass, a lognormal) has its edge at 0: :math:`\log x`. Both edges: a logit on
     ``[min - m, max + m]``; one edge: :math:`\log(x - a)` with ``a = min - m`` (or :math:`\log(b - x)`). The
     margin ``m`` is five mean spacings of the ten values nearest the extreme (at least ``10⁻³ ×`` the
     range): new data from the same source reach beyond the training extreme by about one spacing, and
@@ -166,6 +166,14 @@ def _edge_window(c: np.ndarray) -> float:
     return 0.1 * float(iqr if iqr > 0 else np.std(c))
 
 
+def _rising_from(c: np.ndarray, lo: float) -> bool:
+    """Whether the density rises away from the minimum: fewer rows in the first window than in the next."""
+    win = _edge_window(c)
+    n1 = int(np.count_nonzero(c <= lo + win))
+    n2 = int(np.count_nonzero((c > lo + win) & (c <= lo + 2 * win)))
+    return n1 < n2
+
+
 def _margin(c: np.ndarray, lo: float, hi: float, side: str) -> float:
     """How far beyond the sample's extreme a detected edge is put: five mean spacings of the ten values
     nearest that extreme (the true edge lies within one spacing or so of the sample extreme; a new sample
@@ -243,8 +251,10 @@ def _continuum(name: str, c: np.ndarray, decl: Mapping[str, Any] | None) -> Feat
     if kind not in ("auto",):
         raise ValueError(f"feature {name!r}: kind {kind!r} is not valid for a continuum")
     e_lo, e_hi, why = _edges(c)
-    if e_lo and not e_hi and 0 < lo <= _edge_window(c):
+    if e_lo and not e_hi and 0 < lo <= _edge_window(c) and _rising_from(c, lo):
         # a positive quantity rising from zero (a mass, a lognormal): the edge is at 0, where log x puts it
+        # (one that is densest at 0, an exponential, keeps its edge at the minimum: log x would give it a
+        # long tail towards log 0)
         e_lo = False
         heavy, r = _heavy_upper(c)
         return FeatureDecision(
