@@ -23,7 +23,8 @@ The rules, for ``n`` training events (after the validation split):
 the validation loss ends the training). A MAF (``flow="maf"``) gets 8 bijectors below 200,000 events:
 its affine transformers bend a marginal little each (on 5,000 events of ``nfhep.collider_toy``, single
 runs scored against 5,000 test events: median KS p 0.06 and SWD 1.94x truth-vs-truth with 2 bijectors,
-0.18 and 1.40x with 5, 0.25 and 1.17x with 8); at and above 200,000 the papers' 2 stay. Any option given on the command line or in ``--config`` wins.
+0.18 and 1.40x with 5, 0.25 and 1.17x with 8); at and above 200,000 the papers' 2 stay. Any option
+given on the command line or in ``--config`` wins.
 """
 
 from __future__ import annotations

@@ -138,11 +138,15 @@ def _fmt(v: float) -> str:
     return f"{v:.6g}"
 
 
-def _edges(c: np.ndarray) -> tuple[bool, bool, str]:
+def _edges(c: np.ndarray) -> tuple[bool, bool, str, bool]:
+    """``(lower edge, upper edge, why, rising from 0)``: the last is whether the minimum lies within the
+    window of 0 (and above it) with fewer rows in the first window than in the next (a mass, a lognormal)."""
     n = c.size
-    win = _edge_window(c)
+    q25, q75 = np.quantile(c, [0.25, 0.75])
+    iqr = q75 - q25
+    win = 0.1 * float(iqr if iqr > 0 else np.std(c))
     if not win > 0:
-        return False, False, "constant"
+        return False, False, "constant", False
     lo, hi = float(c.min()), float(c.max())
     n_lo = int(np.count_nonzero(c <= lo + win))
     n_hi = int(np.count_nonzero(c >= hi - win))
@@ -156,22 +160,8 @@ def _edges(c: np.ndarray) -> tuple[bool, bool, str]:
         n_lo >= need and n_lo >= 0.5 * n_lo2 - math.sqrt(n_lo2),
         n_hi >= need and n_hi >= 0.5 * n_hi2 - math.sqrt(n_hi2),
         f"{100 * n_lo / n:.1f}% at the min, {100 * n_hi / n:.1f}% at the max",
+        0 < lo <= win and n_lo < n_lo2,
     )
-
-
-def _edge_window(c: np.ndarray) -> float:
-    """The width of the window :func:`_edges` counts rows in: 0.1 IQR (the std when the IQR is 0)."""
-    q25, q75 = np.quantile(c, [0.25, 0.75])
-    iqr = q75 - q25
-    return 0.1 * float(iqr if iqr > 0 else np.std(c))
-
-
-def _rising_from(c: np.ndarray, lo: float) -> bool:
-    """Whether the density rises away from the minimum: fewer rows in the first window than in the next."""
-    win = _edge_window(c)
-    n1 = int(np.count_nonzero(c <= lo + win))
-    n2 = int(np.count_nonzero((c > lo + win) & (c <= lo + 2 * win)))
-    return n1 < n2
 
 
 def _margin(c: np.ndarray, lo: float, hi: float, side: str) -> float:
@@ -250,12 +240,11 @@ def _continuum(name: str, c: np.ndarray, decl: Mapping[str, Any] | None) -> Feat
         )
     if kind not in ("auto",):
         raise ValueError(f"feature {name!r}: kind {kind!r} is not valid for a continuum")
-    e_lo, e_hi, why = _edges(c)
-    if e_lo and not e_hi and 0 < lo <= _edge_window(c) and _rising_from(c, lo):
+    e_lo, e_hi, why, from_zero = _edges(c)
+    if e_lo and not e_hi and from_zero:
         # a positive quantity rising from zero (a mass, a lognormal): the edge is at 0, where log x puts it
         # (one that is densest at 0, an exponential, keeps its edge at the minimum: log x would give it a
         # long tail towards log 0)
-        e_lo = False
         heavy, r = _heavy_upper(c)
         return FeatureDecision(
             name,

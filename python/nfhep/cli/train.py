@@ -181,7 +181,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "arXiv:1605.08803), crqs / arqs (coupling / autoregressive rational-quadratic "
         "spline, arXiv:1906.04032) [arqs]",
     )
-    g.add_argument("--bijectors", type=int, default=S, help="number of flow layers [2; a MAF: 8 below 200k events]")
+    g.add_argument(
+        "--bijectors", type=int, default=S, help="number of flow layers [2; a MAF: 8 below 200k events]"
+    )
     g.add_argument(
         "--hidden",
         default=S,
