@@ -185,6 +185,9 @@ def test_bench_quality_fast_end_to_end(tmp_path, capsys):
         for key in ("train_seconds", "c2st_auc", "test_nll", "true_nll", "delta_nll"):
             assert r[key] is not None and math.isfinite(r[key]), key
         assert r["logp_events_per_s"] > 0 and r["sample_events_per_s"] > 0
+        # built as `nfhep train` builds it: 3,200 training events -> 2x32; a MAF gets 8 bijectors
+        assert r["architecture"] == ("8 x 2x32" if r["family"] == "maf" else "2 x 2x32")
+        assert "Gaussianised" in r["preprocessing"] and any("hidden 2x32" in t for t in r["size_defaults"])
         m = r["metrics"]
         assert 0.0 <= m["ks_pvalue"]["median"] <= 1.0
         assert m["swd"]["mean"] > 0 and math.isfinite(m["frobenius"]["mean"])
@@ -196,9 +199,27 @@ def test_bench_quality_fast_end_to_end(tmp_path, capsys):
     assert len(rows) == 3
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert len(cells) == 12
+        assert len(cells) == 14
         assert not any(c in ("nan", "inf", "-inf") or c.startswith("nan ") for c in cells), row
     assert "--fast" in md and "CPU:" in md
+
+
+def test_bench_quality_jobs_give_the_serial_results(tmp_path):
+    from nfhep import quality
+
+    kw = dict(dims=(3,), families=("maf", "arqs"), train_events=2000, test_events=2000, max_minutes=1.0)
+    kw.update(max_epochs=2, c2st_events=500, c2st_folds=2, n_iter=2)
+    serial = quality.run_study(quality.StudySettings(**kw), progress=False, log=lambda m: None)
+    par = quality.run_study(quality.StudySettings(**kw, jobs=2), progress=False, log=lambda m: None)
+    assert [(r.dim, r.family) for r in par.runs] == [(3, "maf"), (3, "arqs")]
+    for a, b in zip(serial.runs, par.runs):
+        assert a.error is None and b.error is None
+        assert a.architecture == b.architecture and a.preprocessing == b.preprocessing
+        assert a.epochs_run == b.epochs_run == 2
+        assert b.test_nll == pytest.approx(a.test_nll, rel=1e-3)
+    assert par.truth[3].metrics == serial.truth[3].metrics
+    with pytest.raises(ValueError, match="'jobs' must be a positive integer"):
+        quality.StudySettings(**kw, jobs=0).validate()
 
 
 def test_bench_quality_bad_options(tmp_path, capsys):
@@ -234,10 +255,10 @@ def test_fit_with_deadline_stops_with_best_weights():
     from nfhep.model import Model
     from nfhep.quality import _fit_with_deadline, _train_options
 
-    flow_kw, fit_kw = _train_options("maf")
+    x = CMoG(2, seed=1).sample(3000, np.random.default_rng(0))
+    flow_kw, fit_kw, _, _, _ = _train_options("maf", x)
     torch.manual_seed(0)
     model = Model.create("maf", ["a", "b"], **{**flow_kw, "hidden": [16]})
-    x = CMoG(2, seed=1).sample(3000, np.random.default_rng(0))
     from nfhep.train import fit
 
     fit(copy.deepcopy(model), x, **{**fit_kw, "epochs": 1, "progress": False})  # one-off costs paid first

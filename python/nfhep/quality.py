@@ -8,10 +8,13 @@ validation), the test sample (``test_events``) and a second true sample of the s
 *truth-vs-truth* reference: what the metrics read when the model is perfect). Then for every flow family
 (MAF, RealNVP, C-RQS, A-RQS):
 
-1. build the model with the defaults of ``nfhep train`` (:data:`nfhep.cli.train.TRAIN_DEFAULTS`: 2
-   bijectors, 3x128 hidden units, 8 knots on [-5, 5] for the splines, ReLU, reverse permutations,
-   standardised inputs) and train it with the same defaults (Adam lr 1e-3, batch 512, LR x0.2 after 10
-   flat epochs, early stopping after 20 with the best weights restored, at most 200 epochs);
+1. build the model exactly as ``nfhep train`` does with no option but the features
+   (:data:`nfhep.cli.train.TRAIN_DEFAULTS`, then the automatic per-feature preprocessing
+   :func:`nfhep.cli.train.choose_preprocessing` and the data-size defaults
+   :func:`nfhep.cli.train.choose_size_defaults`: for 100,000 events 3x64 hidden units and, for a MAF,
+   8 bijectors; 8 knots on [-5, 5] for the splines, ReLU, reverse permutations) and train it with the
+   same defaults (Adam lr 1e-3, batch 512, LR x0.2 after 10 flat epochs, early stopping after 20 with
+   the best weights restored, the size-dependent epoch cap);
 2. training also stops at a wall-time budget per run (``max_minutes``), the best weights so far restored
    (see :func:`_fit_with_deadline`);
 3. the trained model is saved and loaded in the C++ engine (:class:`nfhep.Engine`), which draws
@@ -104,6 +107,7 @@ class StudySettings:
     n_components: int = 3
     seed: int = 0
     fast: bool = False
+    jobs: int = 1  # runs trained at the same time, one process each
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -128,6 +132,8 @@ class StudySettings:
             )
         if self.train_events < 10:
             raise ValueError(f"StudySettings: 'train_events' must be >= 10, got {self.train_events}")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
+            raise ValueError(f"StudySettings: 'jobs' must be a positive integer, got {self.jobs!r}")
         if not (isinstance(self.max_minutes, (int, float)) and self.max_minutes > 0):
             raise ValueError(f"StudySettings: 'max_minutes' must be > 0, got {self.max_minutes!r}")
         if self.max_epochs is not None and (
@@ -181,6 +187,9 @@ class RunResult:
     logp_events_per_s: float = math.nan
     sample_events_per_s: float = math.nan
     n_parameters: int = 0
+    architecture: str = ""  # "bijectors x hidden" as chosen by nfhep train's defaults
+    preprocessing: str = ""  # a one-line summary of the automatic preprocessing
+    size_defaults: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -273,13 +282,23 @@ def _rng(seed: int, dim: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, dim, stream])
 
 
-def _train_options(family: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    from nfhep.cli.train import TRAIN_DEFAULTS, fit_options, flow_options
+def _train_options(family: str, x_train: np.ndarray):
+    """What ``nfhep train --flow FAMILY`` chooses for ``x_train``: ``(flow kwargs, fit kwargs, the feature
+    analysis, the size-default lines, the feature names)``."""
+    from nfhep.cli.train import (
+        TRAIN_DEFAULTS,
+        choose_preprocessing,
+        choose_size_defaults,
+        fit_options,
+        flow_options,
+    )
 
+    names = [f"x{i}" for i in range(x_train.shape[1])]
     opts = dict(TRAIN_DEFAULTS)
-    opts["flow"] = family
-    opts["quiet"] = True
-    return flow_options(opts), fit_options(opts)
+    opts.update(flow=family, quiet=True, features=names)
+    analysis = choose_preprocessing(opts, x_train) if opts["auto_preprocess"] else None
+    size = choose_size_defaults(opts, len(x_train)) if opts["size_defaults"] else []
+    return flow_options(opts), fit_options(opts), analysis, size, names
 
 
 def _fit_with_deadline(model, x: np.ndarray, fit_kw: dict[str, Any], seconds: float):
@@ -320,6 +339,20 @@ def _fit_with_deadline(model, x: np.ndarray, fit_kw: dict[str, Any], seconds: fl
     return hist, hit[0]
 
 
+def _hidden_str(h: Any) -> str:
+    h = tuple(h) if isinstance(h, (list, tuple)) else (h,)
+    return f"{len(h)}x{h[0]}" if len(set(h)) == 1 else "-".join(str(v) for v in h)
+
+
+def _preprocessing_summary(analysis) -> str:
+    """``"30 identity, 2 log(x); 5 Gaussianised"``: what the feature analysis chose, counted."""
+    from collections import Counter
+
+    kinds = Counter(d.transform if d.special is None else d.kind for d in analysis.decisions)
+    gauss = sum(d.quantile is not None for d in analysis.decisions)
+    return ", ".join(f"{n} {k}" for k, n in kinds.most_common()) + f"; {gauss} Gaussianised"
+
+
 def _metrics_summary(
     ref: np.ndarray, other: np.ndarray, s: StudySettings
 ) -> tuple[dict[str, Any], float, float]:
@@ -347,11 +380,14 @@ def _one_run(
     from nfhep.model import Model
 
     res = RunResult(dim=dim, family=family, true_nll=float(-logp_test.mean()))
-    flow_kw, fit_kw = _train_options(family)
+    flow_kw, fit_kw, analysis, res.size_defaults, names = _train_options(family, x_train)
+    if analysis is not None:
+        res.preprocessing = _preprocessing_summary(analysis)
+    res.architecture = f"{flow_kw.get('bijectors')} x {_hidden_str(flow_kw.get('hidden'))}"
     budget = 60.0 * float(s.max_minutes)
     cap = int(s.max_epochs) if s.max_epochs is not None else int(fit_kw["epochs"])
     torch.manual_seed(s.seed)
-    model = Model.create(family, [f"x{i}" for i in range(dim)], **flow_kw)
+    model = Model.create(family, names, preprocess=analysis, **flow_kw)
     res.n_parameters = int(sum(p.numel() for p in model.parameters()))
     res.epochs_cap = cap
     t1 = time.perf_counter()
@@ -381,6 +417,49 @@ def _one_run(
         f"dNLL {res.delta_nll:.3g}, C2ST {res.c2st_auc:.3f}"
     )
     return res
+
+
+def _truth_reference(dim: int, target, x_test: np.ndarray, x_ref: np.ndarray, s: StudySettings):
+    m, auc, auc_std = _metrics_summary(x_test, x_ref, s)
+    p = target.params()
+    return TruthReference(
+        dim=dim,
+        metrics=m,
+        c2st_auc=auc,
+        c2st_auc_std=auc_std,
+        true_nll=float(-target.log_prob(x_test).mean()),
+        cmog={
+            "weights": [round(float(w), 4) for w in p["weights"]],
+            "box": list(p["box"]),
+            "std_range": list(p["std_range"]),
+            "eigen_range": list(p["eigen_range"]),
+            "covariance": p["covariance_mode"],
+            "max_condition_number": float(np.linalg.cond(p["covariances"]).max()),
+        },
+    )
+
+
+def _run_task(dim: int, family: str, s: StudySettings, workdir: str) -> tuple[RunResult, str]:
+    """One (dimension, family) run from the settings alone (the samples are regenerated from their seeded
+    streams, so a worker process needs nothing else). Returns the result and its log line."""
+    from nfhep.cmog import CMoG
+
+    if s.jobs > 1:
+        import torch
+
+        torch.set_num_threads(1)
+    target = CMoG(dim, s.n_components, seed=s.seed)
+    x_train = target.sample(s.train_events, _rng(s.seed, dim, 1))
+    x_test = target.sample(s.test_events, _rng(s.seed, dim, 2))
+    lines: list[str] = []
+    try:
+        r = _one_run(
+            dim, family, target, x_train, x_test, target.log_prob(x_test), s, Path(workdir), lines.append
+        )
+    except (ValueError, RuntimeError, FloatingPointError) as err:
+        r = RunResult(dim=dim, family=family, error=f"{type(err).__name__}: {err}")
+        lines.append(f"  D={dim} {FAMILY_NAMES[family]}: FAILED ({r.error})")
+    return r, "\n".join(lines)
 
 
 def run_study(
@@ -440,52 +519,59 @@ def run_study(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(settings.dims) * len(settings.families), desc="bench-quality", unit="run")
+    order = {(d, f): i for i, (d, f) in enumerate((d, f) for d in settings.dims for f in settings.families)}
+
+    def finished(r: RunResult) -> None:
+        runs.append(r)
+        runs.sort(key=lambda q: order[(q.dim, q.family)])
+        if bar is not None:
+            bar.update(1)
+        if on_run is not None:
+            on_run(snapshot(False))
+
+    pool = None
     try:
         with tempfile.TemporaryDirectory(prefix="nfhep-bench-quality-") as tmp:
+            if settings.jobs > 1:
+                import multiprocessing as mp
+                from concurrent.futures import ProcessPoolExecutor
+
+                # spawn: fresh interpreters (no forked torch/OpenBLAS thread state), one torch thread each
+                pool = ProcessPoolExecutor(settings.jobs, mp_context=mp.get_context("spawn"))
+                futures = [
+                    pool.submit(_run_task, d, f, settings, tmp)
+                    for d in settings.dims
+                    for f in settings.families
+                ]
             for dim in settings.dims:
                 target = CMoG(dim, settings.n_components, seed=settings.seed)
-                x_train = target.sample(settings.train_events, _rng(settings.seed, dim, 1))
                 x_test = target.sample(settings.test_events, _rng(settings.seed, dim, 2))
                 x_ref = target.sample(settings.test_events, _rng(settings.seed, dim, 3))
-                logp_test = target.log_prob(x_test)
-                m, auc, auc_std = _metrics_summary(x_test, x_ref, settings)
-                p = target.params()
-                truth[dim] = TruthReference(
-                    dim=dim,
-                    metrics=m,
-                    c2st_auc=auc,
-                    c2st_auc_std=auc_std,
-                    true_nll=float(-logp_test.mean()),
-                    cmog={
-                        "weights": [round(float(w), 4) for w in p["weights"]],
-                        "box": list(p["box"]),
-                        "std_range": list(p["std_range"]),
-                        "eigen_range": list(p["eigen_range"]),
-                        "covariance": p["covariance_mode"],
-                        "max_condition_number": float(np.linalg.cond(p["covariances"]).max()),
-                    },
-                )
+                truth[dim] = _truth_reference(dim, target, x_test, x_ref, settings)
+                m = truth[dim].metrics
                 say(
                     f"D={dim}: truth vs truth KS p {m['ks_pvalue']['median']:.3f}, "
                     f"SWD {m['swd']['mean']:.3g}, "
-                    f"C2ST {auc:.3f}; true NLL {truth[dim].true_nll:.4g}"
+                    f"C2ST {truth[dim].c2st_auc:.3f}; true NLL {truth[dim].true_nll:.4g}"
                 )
+                if pool is not None:
+                    continue
                 for family in settings.families:
                     if bar is not None:
                         bar.set_postfix_str(f"D={dim} {FAMILY_NAMES[family]}")
-                    try:
-                        r = _one_run(
-                            dim, family, target, x_train, x_test, logp_test, settings, Path(tmp), say
-                        )
-                    except (ValueError, RuntimeError, FloatingPointError) as err:
-                        r = RunResult(dim=dim, family=family, error=f"{type(err).__name__}: {err}")
-                        say(f"  D={dim} {FAMILY_NAMES[family]}: FAILED ({r.error})")
-                    runs.append(r)
-                    if bar is not None:
-                        bar.update(1)
-                    if on_run is not None:
-                        on_run(snapshot(False))
+                    r, line = _run_task(dim, family, settings, tmp)
+                    say(line)
+                    finished(r)
+            if pool is not None:
+                from concurrent.futures import as_completed
+
+                for fut in as_completed(futures):
+                    r, line = fut.result()
+                    say(line)
+                    finished(r)
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         if bar is not None:
             bar.close()
     return snapshot(True)
@@ -576,10 +662,17 @@ def results_markdown(result: StudyResult) -> str:
         f"events (20% of them held out for validation by `nfhep.train.fit`), {s.test_events:,} test events, "
         f"{s.test_events:,} more true events for the truth-vs-truth reference; the flow draws "
         f"{s.test_events:,} events with the C++ engine.",
-        "- Flows and training: the defaults of `nfhep train` for every family (2 bijectors, 3x128 hidden "
-        "units, ReLU, reverse permutation; splines 8 knots on [-5, 5] in standardised units; Adam lr 1e-3, "
-        "batch 512, LR x0.2 after 10 flat epochs, early stopping patience 20 with best weights, "
-        f"at most {s.max_epochs if s.max_epochs is not None else 200} epochs).",
+        "- Flows and training: what `nfhep train --flow FAMILY` chooses with no other option, for every "
+        "family: the automatic per-feature preprocessing (column `preprocessing`: multimodal features keep "
+        "the identity, unimodal ones are Gaussianised for the affine families), the data-size defaults "
+        "(column `bijectors x hidden`), ReLU, reverse permutation; splines 8 knots on [-5, 5] in "
+        "standardised units; Adam lr 1e-3, batch 512, LR x0.2 after 10 flat epochs, early stopping patience "
+        "20 with best weights, "
+        + (
+            f"at most {s.max_epochs} epochs)."
+            if s.max_epochs is not None
+            else "the size-dependent epoch cap (200 here))."
+        ),
         f"- Time budget: {s.max_minutes:g} min of training per (D, family) run: past it training stops "
         "and the best weights so far (lowest validation loss) are restored (stop reason `time_budget`); "
         "`early_stopping` and `max_epochs` are nfhep's own stops.",
@@ -630,9 +723,9 @@ def results_markdown(result: StudyResult) -> str:
     hdr = (
         "| flow | median KS p | SWD | SWD / truth | Frobenius | HPDIe 68% / 95% / 99.7% | C2ST AUC "
         "| ΔNLL (nats) "
-        "| epochs (best, stop) | train s | log p ev/s | sample ev/s |"
+        "| epochs (best, stop) | train s | log p ev/s | sample ev/s | bijectors x hidden | preprocessing |"
     )
-    sep = "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    sep = "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     for dim in s.dims:
         t = result.truth.get(dim)
         if t is None:
@@ -651,14 +744,14 @@ def results_markdown(result: StudyResult) -> str:
         lines.append(
             f"| truth vs truth | {_pm(tm['ks_pvalue'], 'median')} | {_pm(tm['swd'], 'mean')} | 1 | "
             f"{_pm(tm['frobenius'], 'mean')} | {' / '.join(_f(v['median'], '.2g') for v in hp.values())} | "
-            f"{_f(t.c2st_auc)} ± {_f(t.c2st_auc_std, '.2g')} | 0 | - | - | - | - |"
+            f"{_f(t.c2st_auc)} ± {_f(t.c2st_auc_std, '.2g')} | 0 | - | - | - | - | - | - |"
         )
         for fam in s.families:
             r = result.run(dim, fam)
             if r is None:
                 continue
             if r.error is not None:
-                lines.append(f"| {FAMILY_NAMES[fam]} | failed: {r.error} |" + " |" * 10)
+                lines.append(f"| {FAMILY_NAMES[fam]} | failed: {r.error} |" + " |" * 12)
                 continue
             rm = r.metrics
             hp = rm["hpdie"]
@@ -670,7 +763,8 @@ def results_markdown(result: StudyResult) -> str:
                 f"{r.epochs_run} ({'-' if r.best_epoch is None else r.best_epoch + 1}, "
                 f"{r.stop_reason.split(':')[0]}) | "
                 f"{_f(r.train_seconds, '.0f')} | "
-                f"{_rate(r.logp_events_per_s)} | {_rate(r.sample_events_per_s)} |"
+                f"{_rate(r.logp_events_per_s)} | {_rate(r.sample_events_per_s)} | "
+                f"{r.architecture or '-'} | {r.preprocessing or '-'} |"
             )
         lines.append("")
 
@@ -709,8 +803,8 @@ def results_markdown(result: StudyResult) -> str:
         f"Set-up of the CMoG paper: {PAPER_FIGURES['cmog_setup']}. The NFlikelihood figures are for the "
         "papers' likelihoods (LHC-like toy, ElectroWeak and flavour fits), not for CMoG; the per-dimension "
         "tables of arXiv:2302.12024 are not transcribed here. nfhep's runs use the *default* hyperparameters "
-        "(smaller networks, range ±5) and a CPU time budget instead of the papers' tuned architectures and "
-        "1000 GPU epochs.",
+        "(smaller networks, range ±5, nfhep's preprocessing) and a CPU time budget instead of the papers' "
+        "tuned architectures and 1000 GPU epochs.",
         "",
         "Raw numbers: [results.json](results.json).",
         "",
