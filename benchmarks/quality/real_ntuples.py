@@ -347,7 +347,9 @@ def plots(results: list[dict], outdir: Path, fast: bool) -> list[str]:
     return made
 
 
-def write_md(results: list[dict], outdir: Path, pngs: list[str], fast: bool, wall: float) -> Path:
+def write_md(
+    results: list[dict], outdir: Path, pngs: list[str], fast: bool, wall: float, updated: str = ""
+) -> Path:
     import torch
 
     import nfhep
@@ -360,7 +362,7 @@ def write_md(results: list[dict], outdir: Path, pngs: list[str], fast: bool, wal
         f"on {platform.machine()}, {os.cpu_count()} cores (one torch thread per run, two runs in parallel on "
         "a "
         f"machine shared with other work), nfhep {nfhep.__version__}, torch {torch.__version__}; "
-        f"total {wall / 60:.0f} min.",
+        f"total {wall / 60:.0f} min" + (f" for the rerun. {updated}." if updated else "."),
         "",
         f"Median KS p: median over features of the KS p-value of n_test samples against the test sample, "
         f"mean ± std over {BATCHES} independent sample batches "
@@ -419,6 +421,12 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS), help="comma list of " + ", ".join(METHODS))
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each) [2]")
     ap.add_argument("--out", default=str(HERE), help="where REAL.md, results and plots go")
+    ap.add_argument(
+        "--update",
+        action="store_true",
+        help="rerun only --datasets and keep the other datasets' rows and plots from the existing "
+        "real_results.json (REAL.md says which datasets were rerun when)",
+    )
     args = ap.parse_args(argv)
     outdir = Path(args.out)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -437,10 +445,26 @@ def main(argv=None) -> int:
             results.append(r)
     wall = time.perf_counter() - t0
     pngs = plots(results, outdir, args.fast)
-    (outdir / ("real_results_fast.json" if args.fast else "real_results.json")).write_text(
+    jpath = outdir / ("real_results_fast.json" if args.fast else "real_results.json")
+    rerun = sorted({r["dataset"] for r in results})
+    if args.update and jpath.exists():
+        kept = [r for r in json.loads(jpath.read_text()) if r["dataset"] not in rerun]
+        kept_pngs = sorted(
+            {f"real_{r['dataset']}_{r['n_train']}{'_fast' if args.fast else ''}.png" for r in kept}
+        )
+        pngs = [p for p in kept_pngs if (outdir / p).exists()] + pngs
+        results = kept + results
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        updated = (
+            f"{', '.join(rerun)} rerun on {stamp} (`--update`); the other datasets are kept from the run "
+            "before"
+        )
+    else:
+        updated = ""
+    jpath.write_text(
         json.dumps([{k: v for k, v in r.items() if k != "sample_file"} for r in results], indent=1)
     )
-    path = write_md(results, outdir, pngs, args.fast, wall)
+    path = write_md(results, outdir, pngs, args.fast, wall, updated=updated)
     print(f"wrote {path}")
     return 0
 
