@@ -202,6 +202,14 @@ def test_bench_quality_fast_end_to_end(tmp_path, capsys):
         assert len(cells) == 14
         assert not any(c in ("nan", "inf", "-inf") or c.startswith("nan ") for c in cells), row
     assert "--fast" in md and "CPU:" in md
+    assert "### The CMoG paper's own runs beside ours" in md
+    assert "| 4 | A-RQS | 0.527 / 0.0218 / 0.0218 / 1617 (2 x 3x256, 8 knots) |" in md
+    # re-rendered from results.json alone: the same report
+    again = tmp_path / "again"
+    assert nfhep_main(["bench-quality", "--from-json", str(out / "results.json"), "--out", str(again)]) == 0
+    assert (again / "RESULTS.md").read_text() == md
+    assert json.loads((again / "results.json").read_text()) == data
+    assert (again / "ks_vs_dim.png").stat().st_size > 0
 
 
 def test_bench_quality_jobs_give_the_serial_results(tmp_path):
@@ -220,6 +228,19 @@ def test_bench_quality_jobs_give_the_serial_results(tmp_path):
     assert par.truth[3].metrics == serial.truth[3].metrics
     with pytest.raises(ValueError, match="'jobs' must be a positive integer"):
         quality.StudySettings(**kw, jobs=0).validate()
+
+
+def test_load_results_errors(tmp_path):
+    from nfhep.quality import load_results
+
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_results(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="is not JSON"):
+        load_results(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text('{"settings": {}}')
+    with pytest.raises(ValueError, match="has no 'truth'"):
+        load_results(tmp_path / "other.json")
 
 
 def test_bench_quality_bad_options(tmp_path, capsys):

@@ -79,12 +79,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="runs trained at the same time, one process (one torch thread) each; results do not depend "
         "on it, the timing columns do [1]",
     )
+    p.add_argument(
+        "--from-json",
+        metavar="RESULTS_JSON",
+        default=None,
+        help="train nothing: rewrite RESULTS.md and the plots in --out from a results.json of an earlier run",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no per-run lines")
 
 
 def run(args: argparse.Namespace, *, out=None) -> int:
     out = out if out is not None else sys.stdout
     from nfhep import quality
+
+    if args.from_json is not None:
+        result = quality.load_results(args.from_json)
+        paths = quality.write_results(result, args.out)
+        print(
+            f"nfhep bench-quality: rewrote {', '.join(str(p) for p in paths)} from {args.from_json}", file=out
+        )
+        return 0
 
     for name in ("train_events", "test_events", "max_epochs", "n_iter", "jobs"):
         v = getattr(args, name)
