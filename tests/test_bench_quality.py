@@ -220,7 +220,7 @@ def test_bench_quality_jobs_give_the_serial_results(tmp_path):
     serial = quality.run_study(quality.StudySettings(**kw), progress=False, log=lambda m: None)
     par = quality.run_study(quality.StudySettings(**kw, jobs=2), progress=False, log=lambda m: None)
     assert [(r.dim, r.family) for r in par.runs] == [(3, "maf"), (3, "arqs")]
-    for a, b in zip(serial.runs, par.runs):
+    for a, b in zip(serial.runs, par.runs, strict=True):
         assert a.error is None and b.error is None
         assert a.architecture == b.architecture and a.preprocessing == b.preprocessing
         assert a.epochs_run == b.epochs_run == 2
