@@ -1,14 +1,14 @@
 """Learning test (issue 15): on the synthetic collider-like ntuple (``nfhep.collider_toy``: thresholds,
 acceptance cuts, periodic angles, multiplicities, tag working points, zero-padded jets), ``nfhep train``
 with its defaults and 5,000 training events beats plain standardisation (A-RQS: by far on the marginals,
-not worse on the sliced Wasserstein distance; MAF: by far on the sliced Wasserstein distance), and its
+clearly on the sliced Wasserstein distance; MAF: by far on both), and its
 samples keep the data's structure (allowed discrete
 values, the zero-padding spike's fraction, periods, bounds, never NaN/inf). Slow (a few CPU minutes),
 still run in CI.
 
 The issue's target (median KS p >= 0.2, SWD <= 1.3x truth-vs-truth) is NOT reached by this seeded run
-(measured: A-RQS KS 0.12, SWD 2.5x; MAF KS 0.12, SWD 1.8x; benchmarks/quality/REAL.md has the benchmark
-over more seeds and samples), so this test asserts what the defaults achieve, not the target.
+(measured: A-RQS KS 0.25, SWD 1.44x; MAF KS 0.12, SWD 1.8x; benchmarks/quality/REAL.md has the benchmark
+on other samples), so this test asserts what the defaults achieve, not the target.
 
 Scored as ``benchmarks/quality/real_ntuples.py`` does: samples in 5 batches of the test size, each
 against the test sample; the median over features of the KS p-value and the sliced Wasserstein distance
@@ -82,12 +82,12 @@ def test_defaults_beat_plain_standardisation_and_keep_the_structure(data, flow):
     s, (ks, swd) = _train(data, flow)
     _, (ks_plain, swd_plain) = _train(data, flow, auto_preprocess=False, size_defaults=False)
     print(f"{flow}: defaults KS {ks:.3f} SWD x{swd:.2f}; plain KS {ks_plain:.3f} SWD x{swd_plain:.2f}")
-    # measured here (seeded, float32 scoring): A-RQS KS 0.124 vs 0.001, SWD 2.47x vs 2.35x; MAF (8
-    # bijectors) KS 0.123 vs 0.000, SWD 1.80x vs 17.2x. A-RQS's SWD is set by a few far samples of the
-    # log-mapped tails (mjj, ht), which move with the machine's SIMD path: hence the 1.2 allowance
+    # measured here (seeded, float32 scoring): A-RQS KS 0.246 vs 0.001, SWD 1.44x vs 2.35x (before the
+    # mixed features' quantile maps 0.124 and 2.47x: a few far samples of mjj set the SWD); MAF (8
+    # bijectors) KS 0.123 vs 0.000, SWD 1.80x vs 17.2x
     if flow == "arqs":
-        assert ks >= 0.05 and ks > 5 * ks_plain, (ks, ks_plain)
-        assert swd <= 1.2 * swd_plain, (swd, swd_plain)
+        assert ks >= 0.1 and ks > 5 * ks_plain, (ks, ks_plain)
+        assert swd < 0.8 * swd_plain, (swd, swd_plain)
     else:
         assert ks >= 0.05 and ks > 5 * ks_plain and swd < 0.5 * swd_plain, (ks, ks_plain, swd, swd_plain)
     col = {n: s[:, j] for j, n in enumerate(names)}
