@@ -464,7 +464,8 @@ def _one_run(
     return res
 
 
-def _truth_reference(dim: int, target, x_test: np.ndarray, x_ref: np.ndarray, s: StudySettings):
+def _truth_reference(dim: int, target, x_test: np.ndarray, logp_test: np.ndarray, s: StudySettings):
+    x_ref = target.sample(s.test_events, _rng(s.seed, dim, 3))
     m, auc, auc_std = _metrics_summary(x_test, x_ref, s)
     p = target.params()
     return TruthReference(
@@ -472,7 +473,7 @@ def _truth_reference(dim: int, target, x_test: np.ndarray, x_ref: np.ndarray, s:
         metrics=m,
         c2st_auc=auc,
         c2st_auc_std=auc_std,
-        true_nll=float(-target.log_prob(x_test).mean()),
+        true_nll=float(-logp_test.mean()),
         cmog={
             "weights": [round(float(w), 4) for w in p["weights"]],
             "box": list(p["box"]),
@@ -484,23 +485,30 @@ def _truth_reference(dim: int, target, x_test: np.ndarray, x_ref: np.ndarray, s:
     )
 
 
-def _run_task(dim: int, family: str, s: StudySettings, workdir: str) -> tuple[RunResult, str]:
-    """One (dimension, family) run from the settings alone (the samples are regenerated from their seeded
-    streams, so a worker process needs nothing else). Returns the result and its log line."""
+def _test_sample(dim: int, s: StudySettings):
+    """The target of dimension ``dim``, its test sample and the test sample's exact log-density."""
     from nfhep.cmog import CMoG
 
+    target = CMoG(dim, s.n_components, seed=s.seed)
+    x_test = target.sample(s.test_events, _rng(s.seed, dim, 2))
+    return target, x_test, target.log_prob(x_test)
+
+
+def _run_task(
+    dim: int, family: str, s: StudySettings, workdir: str, test: tuple | None = None
+) -> tuple[RunResult, str]:
+    """One (dimension, family) run. ``test`` is :func:`_test_sample`'s result when the caller has it;
+    without it (a worker process) everything is regenerated from the seeded streams, so a worker needs
+    the settings alone. Returns the result and its log line."""
     if s.jobs > 1:
         import torch
 
         torch.set_num_threads(1)
-    target = CMoG(dim, s.n_components, seed=s.seed)
+    target, x_test, logp_test = test if test is not None else _test_sample(dim, s)
     x_train = target.sample(s.train_events, _rng(s.seed, dim, 1))
-    x_test = target.sample(s.test_events, _rng(s.seed, dim, 2))
     lines: list[str] = []
     try:
-        r = _one_run(
-            dim, family, target, x_train, x_test, target.log_prob(x_test), s, Path(workdir), lines.append
-        )
+        r = _one_run(dim, family, target, x_train, x_test, logp_test, s, Path(workdir), lines.append)
     except (ValueError, RuntimeError, FloatingPointError) as err:
         r = RunResult(dim=dim, family=family, error=f"{type(err).__name__}: {err}")
         lines.append(f"  D={dim} {FAMILY_NAMES[family]}: FAILED ({r.error})")
@@ -536,7 +544,6 @@ def run_study(
     StudyResult
         A run that fails (e.g. NaN samples) is kept with its ``error`` and NaN metrics; the study goes on.
     """
-    from nfhep.cmog import CMoG
 
     settings.validate()
     say = log if log is not None else (lambda m: print(m, flush=True))
@@ -589,10 +596,8 @@ def run_study(
                     for f in settings.families
                 ]
             for dim in settings.dims:
-                target = CMoG(dim, settings.n_components, seed=settings.seed)
-                x_test = target.sample(settings.test_events, _rng(settings.seed, dim, 2))
-                x_ref = target.sample(settings.test_events, _rng(settings.seed, dim, 3))
-                truth[dim] = _truth_reference(dim, target, x_test, x_ref, settings)
+                test = _test_sample(dim, settings)
+                truth[dim] = _truth_reference(dim, *test, settings)
                 m = truth[dim].metrics
                 say(
                     f"D={dim}: truth vs truth KS p {m['ks_pvalue']['median']:.3f}, "
@@ -604,7 +609,7 @@ def run_study(
                 for family in settings.families:
                     if bar is not None:
                         bar.set_postfix_str(f"D={dim} {FAMILY_NAMES[family]}")
-                    r, line = _run_task(dim, family, settings, tmp)
+                    r, line = _run_task(dim, family, settings, tmp, test)
                     say(line)
                     finished(r)
             if pool is not None:
