@@ -592,9 +592,14 @@ def analyze_features(
     return FeatureAnalysis(out, n)
 
 
+def _declared_quantile(d: FeatureDecision, declared: Mapping[str, Any]) -> bool | None:
+    """``quantile = true/false`` as declared for feature ``d``, or None."""
+    return (declared.get(d.name) or {}).get("quantile")
+
+
 def _wants_quantile(d: FeatureDecision, declared: Mapping[str, Any], mode: bool | str) -> bool:
     """Whether feature ``d`` gets a quantile map: declared ``quantile = true/false`` wins, else ``mode``."""
-    decl = (declared.get(d.name) or {}).get("quantile")
+    decl = _declared_quantile(d, declared)
     if decl is not None:
         return bool(decl)
     if mode == "mixed":
@@ -635,8 +640,7 @@ def _add_quantile_maps(
     for j, d in enumerate(decisions):
         if not _wants_quantile(d, declared, mode):
             continue
-        forced = (declared.get(d.name) or {}).get("quantile") is not None
-        if d.special is None and not forced:
+        if d.special is None and _declared_quantile(d, declared) is None:
             modes = count_modes(v[:, j])
             if modes > 1:
                 # a mixture of separated components: Gaussianising its marginal bends every component
