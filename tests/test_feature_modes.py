@@ -103,3 +103,14 @@ def test_train_quantile_default_per_family():
     assert quantile_default({"flow": "crqs"}) == "mixed"
     assert quantile_default({"flow": "arqs", "quantile": True}) is True
     assert quantile_default({"flow": "maf", "quantile": False}) is False
+
+
+def test_train_quantile_option_values():
+    """A --config file may say quantile = "mixed" (the spline families' default) or a boolean; anything
+    else is refused with the option's name rather than read as a truth value."""
+    assert quantile_default({"flow": "maf", "quantile": "mixed"}) == "mixed"
+    assert quantile_default({"flow": "maf", "quantile": " Mixed "}) == "mixed"
+    assert quantile_default({"flow": "arqs", "quantile": 0}) is False
+    for bad in ("yes", "all", 0.5, [True]):
+        with pytest.raises(ValueError, match="option 'quantile' must be true, false or \"mixed\""):
+            quantile_default({"flow": "arqs", "quantile": bad})

@@ -468,6 +468,12 @@ def quantile_default(opts: Mapping[str, Any]) -> bool | str:
     q = opts.get("quantile")
     if q is None:
         return True if opts["flow"] in ("maf", "realnvp") else "mixed"
+    if isinstance(q, str):  # e.g. quantile = "mixed" in a --config file
+        if q.strip().lower() == "mixed":
+            return "mixed"
+        raise ValueError(f"option 'quantile' must be true, false or \"mixed\", got {q!r}")
+    if not isinstance(q, (bool, int)):
+        raise ValueError(f"option 'quantile' must be true, false or \"mixed\", got {q!r}")
     return bool(q)
 
 
