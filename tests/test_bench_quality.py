@@ -191,15 +191,19 @@ def test_bench_quality_fast_end_to_end(tmp_path, capsys):
         m = r["metrics"]
         assert 0.0 <= m["ks_pvalue"]["median"] <= 1.0
         assert m["swd"]["mean"] > 0 and math.isfinite(m["frobenius"]["mean"])
+        pm = r["paper_metrics"]  # the papers' protocol: 100 batches of 40 events here
+        assert 0.0 <= pm["ks_pvalue"]["median"] <= 1.0 and pm["swd"]["mean"] > 0
+    assert data["settings"]["paper_n_iter"] == 100 and data["settings"]["n_iter"] == 10
     truth = data["truth"]["4"]
     assert 0.0 < truth["metrics"]["ks_pvalue"]["median"] <= 1.0
+    assert 0.0 < truth["paper_metrics"]["ks_pvalue"]["median"] <= 1.0
     assert math.isfinite(truth["true_nll"])
     md = (out / "RESULTS.md").read_text()
     rows = [ln for ln in md.splitlines() if ln.startswith(("| MAF |", "| A-RQS |", "| truth vs truth |"))]
     assert len(rows) == 3
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert len(cells) == 14
+        assert len(cells) == 16
         assert not any(c in ("nan", "inf", "-inf") or c.startswith("nan ") for c in cells), row
     assert "--fast" in md and "CPU:" in md
     assert "### The CMoG paper's own runs beside ours" in md
@@ -226,6 +230,7 @@ def test_bench_quality_jobs_give_the_serial_results(tmp_path):
         assert a.epochs_run == b.epochs_run == 2
         assert b.test_nll == pytest.approx(a.test_nll, rel=1e-3)
     assert par.truth[3].metrics == serial.truth[3].metrics
+    assert par.truth[3].paper_metrics == serial.truth[3].paper_metrics
     with pytest.raises(ValueError, match="'jobs' must be a positive integer"):
         quality.StudySettings(**kw, jobs=0).validate()
 
@@ -251,22 +256,74 @@ def test_bench_quality_bad_options(tmp_path, capsys):
     assert nfhep_main(["bench-quality", "--max-minutes", "0", "--out", str(tmp_path)]) == 1
     assert "--max-minutes" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing written
+    # --from-json trains nothing: study options given with it are refused, not ignored
+    code = nfhep_main(["bench-quality", "--from-json", "r.json", "--max-minutes", "5", "--dims", "4"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--from-json trains nothing" in err and "--max-minutes" in err and "--dims" in err
 
 
-def _run(dim, family, ks, swd):
-    return RunResult(dim=dim, family=family, metrics={"ks_pvalue": {"median": ks}, "swd": {"mean": swd}})
+def test_papers_protocol_is_their_batched_ks():
+    """The papers' code (100 batches of n/100 events): per dimension the mean over batches of scipy's
+    two-sample KS p-value, then the median over dimensions; checked here with 4 batches."""
+    from scipy.stats import ks_2samp
+
+    from nfhep.quality import _metrics_summary
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(400, 3))
+    b = rng.normal(size=(400, 3)) * np.array([1.0, 1.1, 1.3])
+    s = StudySettings(dims=(3,), test_events=400, n_iter=2, paper_n_iter=4, c2st_events=200, c2st_folds=2)
+    strict, paper, _, _ = _metrics_summary(a, b, s)
+
+    def ref(n_iter):
+        m = len(a) // n_iter
+        per_dim = [
+            np.mean(
+                [ks_2samp(a[k * m : (k + 1) * m, d], b[k * m : (k + 1) * m, d]).pvalue for k in range(n_iter)]
+            )
+            for d in range(a.shape[1])
+        ]
+        return np.median(per_dim)
+
+    assert paper["ks_pvalue"]["median"] == pytest.approx(ref(4), rel=1e-9)
+    assert strict["ks_pvalue"]["median"] == pytest.approx(ref(2), rel=1e-9)
+    assert paper["ks_pvalue"]["median"] != pytest.approx(strict["ks_pvalue"]["median"])
+
+
+def _m(ks, swd):
+    return {"ks_pvalue": {"median": ks}, "swd": {"mean": swd}}
+
+
+def _run(dim, family, ks, swd, paper=None):
+    return RunResult(dim=dim, family=family, metrics=_m(ks, swd), paper_metrics=_m(*paper) if paper else {})
 
 
 def test_target_check_picks_best_family():
-    truth = {d: TruthReference(d, {"swd": {"mean": 0.01}}, 0.5, 0.0, 1.0, {}) for d in (32, 100)}
-    runs = [_run(32, "maf", 0.2, 0.05), _run(32, "arqs", 0.47, 0.015), _run(100, "arqs", 0.46, 0.03)]
+    truth = {
+        d: TruthReference(d, _m(0.5, 0.01), 0.5, 0.0, 1.0, {}, paper_metrics=_m(0.5, 0.02)) for d in (32, 100)
+    }
+    runs = [
+        _run(32, "maf", 0.2, 0.05, (0.5, 0.03)),  # best by the papers' protocol, worse by the strict one
+        _run(32, "arqs", 0.3, 0.015, (0.47, 0.02)),
+        _run(100, "arqs", 0.1, 0.03, (0.44, 0.05)),
+    ]
     res = StudyResult(StudySettings(dims=(32, 100)), truth, runs, {}, "", "", 0.0)
     checks = target_check(res)
-    assert [(c["dim"], c["family"], c["ks_ok"], c["swd_ok"]) for c in checks] == [
-        (32, "arqs", True, True),
-        (100, "arqs", True, False),  # SWD 3x truth
+    assert [(c["dim"], c["family"], c["protocol"], c["ks_ok"], c["swd_ok"]) for c in checks] == [
+        (32, "maf", "papers", True, True),
+        (100, "arqs", "papers", False, False),  # KS 0.44; SWD 2.5x truth
     ]
-    assert checks[1]["swd_ratio"] == pytest.approx(3.0)
+    assert checks[0]["ks_p_strict"] == 0.2 and checks[0]["swd_ratio_strict"] == pytest.approx(5.0)
+    assert checks[1]["swd_ratio"] == pytest.approx(2.5)
+    # a results.json from before the papers' protocol: the strict figures decide
+    old = [_run(32, "maf", 0.2, 0.05), _run(32, "arqs", 0.47, 0.015), _run(100, "arqs", 0.46, 0.03)]
+    old_truth = {d: TruthReference(d, _m(0.5, 0.01), 0.5, 0.0, 1.0, {}) for d in (32, 100)}
+    checks = target_check(StudyResult(StudySettings(dims=(32, 100)), old_truth, old, {}, "", "", 0.0))
+    assert [(c["dim"], c["family"], c["protocol"], c["ks_ok"], c["swd_ok"]) for c in checks] == [
+        (32, "arqs", "strict", True, True),
+        (100, "arqs", "strict", True, False),  # SWD 3x truth
+    ]
 
 
 def test_fit_with_deadline_stops_with_best_weights():
