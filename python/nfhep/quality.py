@@ -810,7 +810,7 @@ def results_markdown(result: StudyResult) -> str:
         ]
     else:
         papers = checks[0]["protocol"] == "papers"
-        pl = f"{s.paper_n_iter} x {s.test_events // s.paper_n_iter:,}" if papers else "-"
+        pl = f"{s.paper_n_iter} x {s.test_events // s.paper_n_iter:,}" if papers else "papers' protocol"
         sl = f"{s.n_iter} x {s.test_events // s.n_iter:,}"
         lines += [
             "Target (issue 16): at D = 32 and D = 100 the best family reaches median KS p ≥ "
