@@ -4,7 +4,7 @@ The study's engine lives in the package (:mod:`nfhep.quality`, :mod:`nfhep.cmog`
 ``nfhep bench-quality`` works from a wheel; this script only runs it with this directory as the default
 output, so that ``RESULTS.md``, ``results.json`` and the plots land next to it:
 
-    python benchmarks/quality/study.py --max-minutes 5 --jobs 2   # the committed RESULTS.md
+    python benchmarks/quality/study.py --max-minutes 10 --jobs 2  # the committed RESULTS.md
     python benchmarks/quality/study.py --fast --out /tmp/q         # a few minutes
 
 Every option of ``nfhep bench-quality --help`` is accepted.

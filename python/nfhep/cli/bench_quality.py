@@ -26,8 +26,8 @@ Writes into --out: RESULTS.md (tables, machine, settings, the target check: at D
 family reaches median KS p >= 0.45 and SWD <= 2x truth vs truth), results.json, ks_vs_dim.png and
 swd_ratio_vs_dim.png. See docs/quality.md.
 
-The full study (6 dimensions x 4 families, 3 minutes of training each at most) takes about 1.2 hours on
-2 CPUs (--jobs 2 trains two runs at a time);
+The full study (6 dimensions x 4 families, 3 minutes of training each at most) takes about 40 minutes on
+2 CPUs with --jobs 2 (two runs at a time; the committed run, --max-minutes 10, took 54 minutes);
 --fast runs D = 4, 8 with 2e4 training events, 30 epochs at most and 0.5 min per run (a few minutes).
 Explicit options override what --fast chooses.
 
