@@ -712,6 +712,11 @@ def _f(v: Any, fmt: str = ".3g") -> str:
     return format(v, fmt)
 
 
+def _batches(s: StudySettings, n_iter: int) -> str:
+    """``"100 x 1,000"``: a batch protocol as its batch count times the events per batch."""
+    return f"{n_iter} x {s.test_events // n_iter:,}"
+
+
 def _pm(d: dict[str, Any], key: str, fmt: str = ".3g") -> str:
     return f"{_f(d.get(key), fmt)} ± {_f(d.get('std'), '.2g')}"
 
@@ -810,8 +815,8 @@ def results_markdown(result: StudyResult) -> str:
         ]
     else:
         papers = checks[0]["protocol"] == "papers"
-        pl = f"{s.paper_n_iter} x {s.test_events // s.paper_n_iter:,}" if papers else "papers' protocol"
-        sl = f"{s.n_iter} x {s.test_events // s.n_iter:,}"
+        pl = _batches(s, s.paper_n_iter) if papers else "papers' protocol"
+        sl = _batches(s, s.n_iter)
         lines += [
             "Target (issue 16): at D = 32 and D = 100 the best family reaches median KS p ≥ "
             f"{TARGET['ks_p']} and "
@@ -837,8 +842,8 @@ def results_markdown(result: StudyResult) -> str:
         lines.append("")
 
     lines += ["## Results per dimension", ""]
-    pl = f"{s.paper_n_iter} x {s.test_events // s.paper_n_iter:,}"
-    sl = f"{s.n_iter} x {s.test_events // s.n_iter:,}"
+    pl = _batches(s, s.paper_n_iter)
+    sl = _batches(s, s.n_iter)
     hdr = (
         f"| flow | median KS p ({pl}) | SWD / truth ({pl}) "
         f"| median KS p ({sl}) | SWD ({sl}) | SWD / truth ({sl}) "
@@ -1032,7 +1037,7 @@ def _plots(result: StudyResult, out: Path) -> list[Path]:
             fig, ax = plt.subplots(figsize=(6.4, 5.0))
             styles = [(proto, "-", "o", "")]
             if proto == "papers":
-                styles.append(("strict", ":", ".", f" ({s.n_iter} x {s.test_events // s.n_iter:,})"))
+                styles.append(("strict", ":", ".", f" ({_batches(s, s.n_iter)})"))
             for p, ls, mk, tag in styles:
                 for i, fam in enumerate(s.families):
                     pts = [
@@ -1069,9 +1074,9 @@ def _plots(result: StudyResult, out: Path) -> list[Path]:
             ax.set_xlabel("dimension D")
             ax.set_ylabel(ylabel)
             what = (
-                f"solid: papers' protocol ({s.paper_n_iter} x {s.test_events // s.paper_n_iter:,})"
+                f"solid: papers' protocol ({_batches(s, s.paper_n_iter)})"
                 if proto == "papers"
-                else f"{s.n_iter} x {s.test_events // s.n_iter:,} batches"
+                else f"{_batches(s, s.n_iter)} batches"
             )
             ax.set_title(f"CMoG, nfhep defaults, {s.max_minutes:g} min/run; {what}", fontsize=10)
             ax.legend(fontsize=7, ncol=2)
