@@ -61,7 +61,24 @@ def test_explain_preprocessing_prints_the_table_and_writes_nothing(ntuple, tmp_p
     for name, kind in expect.items():
         assert kind in rows[name], rows[name]
     assert "Gaussianised" not in rows["lep_pt"]  # arqs: no quantile map by default
+    assert "wrap (x - lep_phi)" in rows["met_phi"] and "relative to lep_phi: R = " in rows["met_phi"]
     assert list(tmp_path.iterdir()) == []
+    # --no-relative-angles: every angle absolute
+    assert (
+        main(
+            [
+                "train",
+                f"{ntuple}:events",
+                "--features",
+                FEATS,
+                "--explain-preprocessing",
+                "--no-relative-angles",
+            ]
+        )
+        == 0
+    )
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.split()}
+    assert "periodic" in rows["met_phi"] and "relative to" not in rows["met_phi"]
 
 
 def test_declared_kinds_and_flags(ntuple, tmp_path, capsys):
@@ -96,6 +113,8 @@ def test_train_with_defaults_info_sample_and_engine(ntuple, tmp_path, capsys):
     info = capsys.readouterr().out
     assert "chosen from the data size" in info and "hidden 2x32" in info
     assert "lep_phi" in info and "periodic: wrap into" in info
+    assert "met_phi" in info and "periodic: wrap (x - lep_phi) into" in info
+    assert meta["preprocessing"]["kinds"][COLLIDER_FEATURES.index("met_phi")]["relative_to"] == 2
     # the engine evaluates the trained model as the torch model does
     m = nfhep.load(model)
     x = np.stack(list(collider_toy(400, seed=9).values()), 1).astype(np.float32)

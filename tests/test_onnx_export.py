@@ -504,12 +504,13 @@ def test_trained_model(tmp_path, family):
 def _kinds_model(family: str, dtype: torch.dtype, context: int = 0):
     """The model of tests/test_preprocessing_kinds.py: columns pt (lower edge), eta (bounded), phi
     (periodic), btag (discrete 0, 1.5, 3), jet_pt (spike at 0 + lower-edge continuum), g (Gaussian),
-    every one with a quantile map (chosen by nfhep.feature_analysis)."""
+    met_phi (periodic, relative to phi), every one with a quantile map (chosen by nfhep.feature_analysis)."""
     from test_preprocessing_kinds import _model as kinds_model
 
     m, x, names = kinds_model(family, dtype, context)
     kinds = [None if k is None else k["kind"] for k in m.preprocessing.kinds]
-    assert kinds == [None, None, "periodic", "discrete", "spike", None]
+    assert kinds == [None, None, "periodic", "discrete", "spike", None, "periodic"]
+    assert m.preprocessing.kinds[6]["relative_to"] == 2
     assert all(q is not None for q in m.preprocessing.quantile)
     return m, x
 
@@ -531,6 +532,7 @@ def _edge_rows(m: Model, x: np.ndarray, npdt) -> np.ndarray:
     put(3, [0.0, 1.5, 3.0, 1.5 * (1 + 0.5 * MATCH_TOL)])  # allowed values (the last within the tolerance)
     pi = npdt(math.pi)
     put(2, [pi, -pi, np.nextafter(pi, npdt(0)), npdt(3 * math.pi + 0.1), npdt(-7.5), npdt(0.0)])
+    put(6, [pi, -pi, npdt(base[0, 2]), npdt(base[0, 2] + math.pi), npdt(5 * math.pi)])  # the relative angle
     # g is an identity column: v = x, so x at the knots is v at the knots (in the model's precision)
     knots = np.asarray(pre.quantile[5]["v"], npdt)
     put(5, list(knots) + [knots[0] - 1, knots[0] - 40, knots[-1] + 1, knots[-1] + 40])
@@ -570,7 +572,7 @@ def test_every_preprocessing_kind_matches_the_model(family, dtype, context):
     meta = {p.key: p.value for p in proto.metadata_props}
     pre = json.loads(meta["preprocessing"])
     kinds = [None if k is None else k["kind"] for k in pre["kinds"]]
-    assert kinds == [None, None, "periodic", "discrete", "spike", None]
+    assert kinds == [None, None, "periodic", "discrete", "spike", None, "periodic"]
     assert pre["quantile"][5]["v"] == m.preprocessing.quantile[5]["v"]
 
 
@@ -599,6 +601,9 @@ def test_kinds_outside_support_match_the_engine(tmp_path, family, dtype):
         "spike column -inf": (4, -math.inf, False),
         "periodic +inf": (2, math.inf, False),
         "periodic far away": (2, 1e4, True),
+        "relative angle +inf": (6, math.inf, False),
+        "relative angle far away": (6, -1e4, True),
+        "relative angle NaN": (6, math.nan, None),
         "below the lower edge": (0, m.preprocessing.bounds[0][0] - 1.0, False),
         "bounded column outside": (1, 3.0, False),
         "periodic NaN": (2, math.nan, None),
@@ -642,7 +647,8 @@ def test_cli_export_of_a_model_trained_with_defaults(tmp_path, capsys, flow):
     meta = modelfile.read_metadata(src)
     assert meta["version"] == 2
     kinds = [None if k is None else k["kind"] for k in meta["preprocessing"]["kinds"]]
-    assert kinds == [None, None, "periodic", "discrete", "spike", None]
+    assert kinds == [None, None, "periodic", "discrete", "spike", None, "periodic"]
+    assert meta["preprocessing"]["kinds"][6]["relative_to"] == 2
     quantile = meta["preprocessing"].get("quantile") or [None] * len(names)
     if flow == "maf":
         assert all(q is not None for q in quantile)

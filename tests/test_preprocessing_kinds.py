@@ -22,7 +22,8 @@ PI = math.pi
 
 
 def _collider(n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
-    """Columns of every class: lower edge, bounded, periodic, discrete, spike + continuum, Gaussian."""
+    """Columns of every class: lower edge, bounded, periodic, discrete, spike + continuum, Gaussian, an
+    angle relative to the first one."""
     rng = np.random.default_rng(seed)
     pt = 20 + rng.exponential(30, n)
     eta = rng.uniform(-2.5, 2.5, n)
@@ -30,7 +31,10 @@ def _collider(n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     btag = rng.choice([0.0, 1.5, 3.0], n, p=[0.6, 0.3, 0.1])
     jet = np.where(rng.random(n) < 0.3, 0.0, 25 + rng.exponential(40, n))
     g = rng.normal(0, 1, n)
-    return np.stack([pt, eta, phi, btag, jet, g], 1), ["pt", "eta", "phi", "btag", "jet_pt", "g"]
+    # an angle correlated with phi across the cut (the MET's phi against the lepton's): relative to phi
+    met_phi = np.mod(phi + PI + rng.normal(0, 0.7, n) + PI, 2 * PI) - PI
+    cols = [pt, eta, phi, btag, jet, g, met_phi]
+    return np.stack(cols, 1), ["pt", "eta", "phi", "btag", "jet_pt", "g", "met_phi"]
 
 
 def _perturbed(model: Model, scale: float = 0.05, seed: int = 1) -> Model:
@@ -88,6 +92,9 @@ def test_analysis_classifies_constructed_columns():
     assert d["jet_pt"].bounds[0] is not None and d["jet_pt"].bounds[0] < 30  # continuum: lower edge
     per = d["lep_phi"].special
     assert per["kind"] == "periodic" and per["period"] == [-PI, PI]
+    # a phi in other units is bounded, and the table says how to declare it periodic
+    assert "not [-pi, pi]: if it is an angle, declare kind = \"periodic\"" in d["narrow_phi"].reason
+    assert "declare" not in d["angle"].reason
     table = a.table()
     for name in names:
         assert name in table
@@ -184,13 +191,20 @@ def test_maps_invert_and_match_numpy_reference(quantile):
     v[:, 4] = np.where(s, 0.5 * (c0 + c1), np.log(np.where(s, lo4 + 1, x[:, 4]) - lo4))
     ref_ld += np.where(s, np.log(c1 - c0), -v[:, 4])
     v[:, 5] = x[:, 5]
+    # the relative angle: met_phi - phi, wrapped, then the logit of its period (unit shear Jacobian)
+    assert k[6]["relative_to"] == 2
+    a, b = k[6]["period"]
+    y = a + np.mod(x[:, 6] - x[:, 2] - k[6]["shift"] - a, b - a)
+    lo, hi = p.bounds[6]
+    v[:, 6] = np.log(y - lo) - np.log(hi - y)
+    ref_ld += np.log(hi - lo) - np.log(y - lo) - np.log(hi - y)
     if quantile:
         for j, q in enumerate(p.quantile):
             v[:, j], lq = _np_pwl(q["v"], q["u"], v[:, j])
             ref_ld += lq
         # the maps make the continuous marginals close to a standard normal; a dequantised discrete feature
         # (noise in its cells, as in training) is a histogram of one at the cell resolution
-        cont = [0, 1, 2, 5]
+        cont = [0, 1, 2, 5, 6]
         np.testing.assert_allclose(v[:, cont].mean(0), 0.0, atol=0.03)
         np.testing.assert_allclose(v[:, cont].std(0), 1.0, atol=0.03)
         with torch.random.fork_rng(devices=[]):
@@ -205,13 +219,14 @@ def test_maps_invert_and_match_numpy_reference(quantile):
 def test_log_jacobian_matches_autograd_for_continuous_kinds():
     x, names = _collider(2000, seed=6)
     p = _pre_for(x, names)
-    # continuous columns: pt (lower), eta (bounded), phi (periodic), g; discrete/spike rows have no Jacobian
+    # continuous columns: pt (lower), eta (bounded), phi (periodic), g, met_phi (relative to phi: the
+    # Jacobian has an off-diagonal -1 there); discrete/spike rows have no Jacobian
     rows = x[x[:, 4] != 0.0][:40]
     for r in rows:
         xr = torch.tensor(r[None, :], requires_grad=True)
         u, ld = p(xr)
         jac = torch.autograd.functional.jacobian(lambda t: p(t)[0][0], xr)[:, 0, :]
-        cont = [0, 1, 2, 4, 5]
+        cont = [0, 1, 2, 4, 5, 6]
         sub = jac[cont][:, cont]
         ref = torch.logdet(sub).item() if torch.det(sub) > 0 else torch.slogdet(sub)[1].item()
         # discrete feature 3 (no Jacobian in x) contributes its cell's quantile-map slope and -log std
@@ -230,6 +245,12 @@ def test_edge_values():
     u, ld = p(row)
     assert torch.allclose(u[0, 2], u[1, 2], atol=1e-9)
     assert torch.isfinite(u).all() and torch.isfinite(ld).all()
+    # a relative angle sees only the difference: turning both angles by a full period or by the same
+    # amount changes nothing but the reference's own value
+    turned = torch.from_numpy(x[:50].copy())
+    turned[:, 6] += 2 * PI
+    turned[:, 2] -= 2 * PI
+    np.testing.assert_allclose(p(turned)[0].numpy(), p(torch.from_numpy(x[:50]))[0].numpy(), atol=1e-9)
     # an exact bound has zero density: refused naming the feature
     bad = torch.from_numpy(x[:3].copy())
     bad[1, 1] = p.bounds[1][0]
@@ -255,13 +276,14 @@ def test_edge_values():
     assert torch.isfinite(u).all()
     # sampling: anything the flow produces maps into the support
     g = torch.Generator().manual_seed(0)
-    uu = 4 * torch.randn(20000, 6, generator=g, dtype=torch.float64)
+    uu = 4 * torch.randn(20000, 7, generator=g, dtype=torch.float64)
     uu[:5] = torch.tensor([30.0, -30.0, 1e6, -1e6, 0.0], dtype=torch.float64)[:, None]
     uu[2:4, [0, 4]] = 0.0  # exp of 1e6 overflows in the log maps: Model.sample redraws such rows
     xs = p.inverse(uu)
     assert torch.isfinite(xs).all()
     assert set(xs[:, 3].tolist()) <= {0.0, 1.5, 3.0}
     assert (xs[:, 2] >= -PI).all() and (xs[:, 2] < PI).all()
+    assert (xs[:, 6] >= -PI).all() and (xs[:, 6] < PI).all()  # the relative angle, wrapped back
     lo, hi = p.bounds[1]
     assert (xs[:, 1] >= lo).all() and (xs[:, 1] <= hi).all()
     assert (xs[:, 0] >= p.bounds[0][0]).all()
@@ -407,7 +429,7 @@ def test_sample_redraws_non_finite_rows_and_counts_outside(monkeypatch):
 
     monkeypatch.setattr(m.flow, "sample_and_log_prob", broken)
     x = m.sample(500, generator=torch.Generator().manual_seed(0))
-    assert torch.isfinite(x).all() and x.shape == (500, 6)
+    assert torch.isfinite(x).all() and x.shape == (500, 7)
     assert m.last_sample_stats["redrawn_non_finite"] == 9 and calls["n"] == 2
     monkeypatch.setattr(m.flow, "sample_and_log_prob", orig)
     # outside the training range: counted; with reject_outside redrawn, none left (a narrowed range
@@ -426,8 +448,119 @@ def test_sample_gives_up_with_a_clear_error(monkeypatch):
     m, _, _ = _model("maf", torch.float64)
 
     def nan_flow(n, context=None, *, generator=None):
-        return torch.full((n, 6), float("nan"), dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        return torch.full((n, 7), float("nan"), dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
 
     monkeypatch.setattr(m.flow, "sample_and_log_prob", nan_flow)
     with pytest.raises(RuntimeError, match="still non-finite or outside the training range after 20 redraws"):
         m.sample(10)
+
+
+# -- relative angles ------------------------------------------------------------------------------------
+def _angles(n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """lep_phi uniform; met_phi back to back with it (spread 0.9); jet_phi independent; a 4th angle
+    following jet_phi closely."""
+    rng = np.random.default_rng(seed)
+    lep = rng.uniform(-PI, PI, n)
+    wrap = lambda a: np.mod(a + PI, 2 * PI) - PI  # noqa: E731
+    met = wrap(lep + PI + rng.normal(0, 0.9, n))
+    jet = rng.uniform(-PI, PI, n)
+    jet2_phi = wrap(jet + rng.normal(0, 0.3, n))
+    return np.stack([lep, met, jet, jet2_phi], 1), ["lep_phi", "met_phi", "jet_phi", "jet2_phi"]
+
+
+def test_analysis_finds_relative_angles_and_obeys_declarations(tmp_path):
+    x, names = _angles(5000)
+    a = analyze_features(x, names)
+    k = {d.name: d.special for d in a.decisions}
+    assert k["met_phi"]["relative_to"] == 0 and k["jet2_phi"]["relative_to"] == 2
+    assert "relative_to" not in k["lep_phi"] and "relative_to" not in k["jet_phi"]
+    d = {d.name: d for d in a.decisions}
+    assert "relative to lep_phi: R = 0.6" in d["met_phi"].reason  # exp(-0.9^2 / 2) = 0.67
+    assert "wrap (x - lep_phi)" in d["met_phi"].transform
+    # the cut of the difference sits where the differences are sparse (near 0 for back-to-back angles)
+    diff = np.mod(x[:, 1] - x[:, 0] - k["met_phi"]["shift"] + PI, 2 * PI) - PI
+    assert np.mean(np.abs(np.abs(diff) - PI) < 0.3) < 0.02
+    # independent angles stay absolute; switched off entirely
+    rng = np.random.default_rng(1)
+    indep = analyze_features(rng.uniform(-PI, PI, (5000, 2)), ["a_phi", "b_phi"])
+    assert all("relative_to" not in d.special for d in indep.decisions)
+    off = analyze_features(x, names, relative_angles=False)
+    assert all("relative_to" not in d.special for d in off.decisions)
+    # declared: false forbids, a name forces (even for independent angles)
+    a2 = analyze_features(
+        x,
+        names,
+        declared={
+            "met_phi": {"kind": "periodic", "relative_to": False},
+            "jet_phi": {"relative_to": "lep_phi"},
+        },
+    )
+    k2 = {d.name: d.special for d in a2.decisions}
+    assert "relative_to" not in k2["met_phi"] and k2["jet_phi"]["relative_to"] == 0
+    assert "relative_to" not in k2["jet2_phi"]  # its partner jet_phi is relative now: chains are not allowed
+    with pytest.raises(ValueError, match="relative_to = 'nope' is not a feature name"):
+        analyze_features(x, names, declared={"met_phi": {"relative_to": "nope"}})
+    with pytest.raises(ValueError, match="only for a periodic feature"):
+        analyze_features(x, names, declared={"met_phi": {"kind": "continuous", "relative_to": "lep_phi"}})
+    with pytest.raises(ValueError, match="needs another periodic feature"):
+        analyze_features(
+            x, names, declared={"met_phi": {"relative_to": "lep_phi"}, "lep_phi": {"kind": "continuous"}}
+        )
+    with pytest.raises(ValueError, match="relative to one feature and the reference of another"):
+        analyze_features(
+            x, names, declared={"met_phi": {"relative_to": "lep_phi"}, "lep_phi": {"relative_to": "jet_phi"}}
+        )
+    cfg = tmp_path / "pre.toml"
+    cfg.write_text('[features.met_phi]\nkind = "periodic"\nrelative_to = "lep_phi"\n')
+    assert load_preprocess_config(str(cfg)) == {"met_phi": {"kind": "periodic", "relative_to": "lep_phi"}}
+    cfg.write_text('[features.met]\nkind = "positive"\nrelative_to = "lep_phi"\n')
+    with pytest.raises(ValueError, match="relative_to must be a feature name or false, for a periodic"):
+        load_preprocess_config(str(cfg))
+
+
+def test_relative_angle_kinds_are_validated():
+    per = {"kind": "periodic", "period": [-PI, PI], "shift": 0.0}
+    b = [(-PI - 1e-6, PI + 1e-6)] * 3
+    ok = Preprocessing(features=3, bounds=b, kinds=[per, {**per, "relative_to": 0}, None])
+    assert ok.kinds[1]["relative_to"] == 0
+    bad = {
+        "self": [per, {**per, "relative_to": 1}, None],
+        "not periodic": [per, {**per, "relative_to": 2}, None],
+        "chain": [{**per, "relative_to": 1}, {**per, "relative_to": 2}, per],
+        "other period": [{**per, "period": [-1.0, 1.0]}, {**per, "relative_to": 0}, None],
+        "out of range": [per, {**per, "relative_to": 7}, None],
+    }
+    for _why, kinds in bad.items():
+        with pytest.raises(ValueError, match="relative_to"):
+            Preprocessing(features=3, bounds=b, kinds=kinds)
+    with pytest.raises(ValueError, match="relative_to must be a feature index"):
+        Preprocessing(features=3, bounds=b, kinds=[per, {**per, "relative_to": "a"}, None])
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['wrap'\]"):
+        Preprocessing(features=3, bounds=b, kinds=[per, {**per, "wrap": True}, None])
+
+
+def test_engine_refuses_a_bad_relative_angle(tmp_path):
+    from test_modelfile import _rewrite
+
+    m, x, _ = _model("maf", torch.float64)
+    path = nfhep.save(m, tmp_path / "m.safetensors")
+    doc = nfhep.modelfile.read_metadata(path)
+    assert doc["preprocessing"]["kinds"][6]["relative_to"] == 2
+
+    def edit(value):
+        def f(d):
+            d["preprocessing"]["kinds"][6]["relative_to"] = value
+            return d
+
+        return f
+
+    for value, match in (
+        (3, "relative_to = 3 must name another periodic"),
+        (6, "relative_to = 6"),
+        ("phi", "relative_to. must be an integer"),
+    ):
+        bad = _rewrite(path, tmp_path / "bad.safetensors", meta=edit(value))
+        with pytest.raises(nfhep.FormatError, match=match):
+            nfhep.Engine(bad)
+        with pytest.raises((ValueError, nfhep.FormatError), match="relative_to"):
+            nfhep.load(bad)

@@ -307,12 +307,14 @@ inline bool continuum(const Model<T>& m, std::size_t j, T v, T& u, double& ld) {
 }
 
 // One feature x -> v (before standardisation); false outside the support (v = 0, ld unchanged then).
+// ref: the raw value of the feature a relative angle is relative to (0 otherwise).
 template <class T>
-inline bool to_v(const Model<T>& m, std::size_t j, T x, T& v, double& ld) {
+inline bool to_v(const Model<T>& m, std::size_t j, T x, T ref, T& v, double& ld) {
   switch (m.special[j]) {
     case Special::none:
       break;
     case Special::periodic:
+      if (m.relative_to[j] >= 0) x = x - ref;
       x = wrap_period((x - m.shift[j]) - m.period_a[j], m.period_a[j], m.period_b[j]);
       break;
     case Special::discrete: {
@@ -358,6 +360,13 @@ inline T quantile_inv(const Model<T>& m, std::size_t j, T w, double& ld) {
   return m.q_v[j][i] + (w - b[i]) / sl;
 }
 
+// The raw reference value (in T) of feature j of a row when j is a relative angle, else 0.
+template <class T, class In>
+inline T ref_of(const Model<T>& m, const In* row, std::size_t j) {
+  const int r = m.relative_to[j];
+  return r >= 0 ? static_cast<T>(row[r]) : T(0);
+}
+
 template <class T, class In>
 void preprocess(const Model<T>& m, const In* x, std::size_t R, Scratch<T>& s) {
   const std::size_t D = m.D;
@@ -373,7 +382,7 @@ void preprocess(const Model<T>& m, const In* x, std::size_t R, Scratch<T>& s) {
       } else if (std::isinf(v)) {  // density 0 at infinity
         bad = bad ? bad : 1;
         u = T(0);
-      } else if (!to_v(m, j, v, u, ld)) {
+      } else if (!to_v(m, j, v, ref_of(m, x + r * D, j), u, ld)) {
         bad = bad ? bad : 1;
         u = T(0);
       } else if (!m.q_v[j].empty()) {
@@ -612,6 +621,9 @@ inline T continuum_inv(const Model<T>& m, std::size_t j, T v, double& ld) {
 template <class T, class Out>
 void postprocess(const Model<T>& m, std::size_t R, Scratch<T>& s, std::size_t r0, std::size_t r1, Out* out) {
   const std::size_t D = m.D;
+  std::vector<T> xrow(D);
+  bool any_relative = false;
+  for (std::size_t j = 0; j < D; ++j) any_relative = any_relative || m.relative_to[j] >= 0;
   for (std::size_t r = r0; r < r1; ++r) {
     double ld = -static_cast<double>(m.sum_log_std);
     for (std::size_t j = 0; j < D; ++j) {
@@ -636,14 +648,24 @@ void postprocess(const Model<T>& m, std::size_t R, Scratch<T>& s, std::size_t r0
           break;
         case Special::periodic: {
           const T y = continuum_inv(m, j, v, ld);
-          x = wrap_period((y + m.shift[j]) - m.period_a[j], m.period_a[j], m.period_b[j]);
+          // a relative angle waits for its reference (below): keep y
+          x = m.relative_to[j] >= 0 ? y
+                                    : wrap_period((y + m.shift[j]) - m.period_a[j], m.period_a[j], m.period_b[j]);
           break;
         }
         default:
           x = continuum_inv(m, j, v, ld);
       }
-      out[(r - r0) * D + j] = static_cast<Out>(x);
+      xrow[j] = x;
     }
+    if (any_relative)
+      for (std::size_t j = 0; j < D; ++j) {
+        const int rf = m.relative_to[j];
+        if (rf < 0) continue;
+        const T y = xrow[j] + xrow[static_cast<std::size_t>(rf)];
+        xrow[j] = wrap_period((y + m.shift[j]) - m.period_a[j], m.period_a[j], m.period_b[j]);
+      }
+    for (std::size_t j = 0; j < D; ++j) out[(r - r0) * D + j] = static_cast<Out>(xrow[j]);
     s.pre[r] = ld;
   }
   (void)R;
@@ -774,7 +796,7 @@ void in_support_t(const Model<T>& m, const In* x, std::size_t n, std::uint8_t* o
       }
       T u;
       double ld = 0;
-      ok = to_v(m, j, v, u, ld);
+      ok = to_v(m, j, v, ref_of(m, x + r * D, j), u, ld);
     }
     out[r] = ok ? 1 : 0;
   }

@@ -285,6 +285,7 @@ struct Config {
   // version 2
   std::vector<Special> special;
   std::vector<double> period_a, period_b, shift, spike, cell0, cell1, split;
+  std::vector<int> relative_to;  // periodic: the feature it is relative to, -1 none
   std::vector<std::vector<double>> values;
   std::vector<std::vector<double>> q_v, q_u;
 };
@@ -308,6 +309,7 @@ void parse_kinds(const Value& pre, Config& cfg, const std::vector<char>& is_log,
   cfg.period_a.assign(D, nan);
   cfg.period_b.assign(D, nan);
   cfg.shift.assign(D, 0.0);
+  cfg.relative_to.assign(D, -1);
   cfg.spike.assign(D, nan);
   cfg.cell0.assign(D, nan);
   cfg.cell1.assign(D, nan);
@@ -370,10 +372,12 @@ void parse_kinds(const Value& pre, Config& cfg, const std::vector<char>& is_log,
     const std::string& kind = e.string("kind");
     const bool bounded = !std::isnan(cfg.lo[j]) || !std::isnan(cfg.hi[j]);
     if (kind == "periodic") {
-      e.only_keys({"kind", "period", "shift"}, at);
+      e.only_keys({"kind", "period", "shift", "relative_to"}, at);
       const auto pr = pair(k.find("period"), at + ".period");
       if (!(pr.first < pr.second)) throw fail(at + ".period needs low < high");
       cfg.shift[j] = finite(e.get("shift"), at + ".shift");
+      if (const Value* rel = k.find("relative_to"); rel && !rel->is_null())
+        cfg.relative_to[j] = static_cast<int>(e.integer("relative_to", 0, D - 1));
       if (is_log[j] || std::isnan(cfg.lo[j]) || std::isnan(cfg.hi[j]) || !(cfg.lo[j] <= pr.first) ||
           !(pr.second <= cfg.hi[j]))
         throw fail(at + ": a periodic feature needs two-sided preprocessing.bounds containing its period");
@@ -404,6 +408,15 @@ void parse_kinds(const Value& pre, Config& cfg, const std::vector<char>& is_log,
     } else {
       throw fail(at + ".kind " + quoted(kind) + " is not periodic, discrete or spike");
     }
+  }
+  // a relative angle: x_j - x_r, r another periodic feature of the same period, not itself relative
+  for (int j = 0; j < D; ++j) {
+    const int r = cfg.relative_to[j];
+    if (r < 0) continue;
+    if (r == j || cfg.special[r] != Special::periodic || cfg.relative_to[r] >= 0 ||
+        cfg.period_a[r] != cfg.period_a[j] || cfg.period_b[r] != cfg.period_b[j])
+      throw fail("preprocessing.kinds[" + std::to_string(j) + "].relative_to = " + std::to_string(r) +
+                 " must name another periodic feature with the same period that is not itself relative");
   }
 }
 
@@ -848,6 +861,7 @@ void build_model(Model<T>& m, Tensors& ts, const Config& cfg) {
   m.period_a.assign(D, T(0));
   m.period_b.assign(D, T(0));
   m.shift.assign(D, T(0));
+  m.relative_to = cfg.relative_to.empty() ? std::vector<int>(D, -1) : cfg.relative_to;
   m.values.assign(D, {});
   m.spike.assign(D, T(0));
   m.cell0.assign(D, T(0));

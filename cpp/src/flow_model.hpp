@@ -91,6 +91,7 @@ struct Model {
   std::vector<T> cmean, cstd;     ///< context standardisation
   std::vector<Special> special;   ///< per feature (none for version-1 files)
   std::vector<T> period_a, period_b, shift;      ///< periodic: [a, b) and the shift
+  std::vector<int> relative_to;                  ///< periodic: the feature it is relative to (-1: none)
   std::vector<std::vector<T>> values;            ///< discrete: the allowed values (increasing)
   std::vector<T> spike, cell0, cell1, spike_split;  ///< spike: value, cell [c0, c1], sampling split
   std::vector<double> log_cell;                  ///< spike: log(c1 - c0)

@@ -18,7 +18,9 @@ Classes, tested in this order (each feature, ``n`` finite training values):
     the name contains ``phi`` (case-insensitive) and the values fill :math:`[-\pi, \pi]` (range at least
     95% of the period): wrapped after a
     shift that puts the cut at the emptiest of 36 bins, then a logit on the period (a declared period
-    works for any name).
+    works for any name). Two periodic features whose difference is concentrated (``phi_MET`` and
+    ``phi_lepton``; mean resultant length of the difference >= 0.2) are learnt as the first angle and the
+    wrapped difference (``relative_to``; unit Jacobian).
 ``bounded`` / ``lower edge`` / ``upper edge``
     a sharp edge at the minimum (maximum): at least 0.1% of the rows (and at least 8) within
     ``0.1 × IQR`` of it (a tail has one or two rows there at any sample size: a normal, Student-t or
@@ -470,6 +472,7 @@ def analyze_features(
     spike_fraction: float = 0.02,
     quantile: bool | str = True,
     knots: int | None = None,
+    relative_angles: bool = True,
 ) -> FeatureAnalysis:
     """Classify each column of the training data ``x`` ``(N, D)`` and choose its preprocessing.
 
@@ -496,6 +499,9 @@ def analyze_features(
         the continuum's smallest value otherwise leaves a gap that squeezes the continuum into a narrow
         band of the standardised variable (see :data:`QUANTILE_MODES`). Declare ``quantile = false`` for a
         feature to skip it, ``quantile = true`` to force it.
+    relative_angles : bool
+        Make a periodic feature relative to another where their difference is concentrated (see
+        :func:`_relative_angles`); declared ``relative_to = "name"`` (or ``false``) per feature wins.
     """
     if quantile not in QUANTILE_MODES:
         raise ValueError(f"analyze_features: 'quantile' must be one of {QUANTILE_MODES}, got {quantile!r}")
@@ -587,9 +593,98 @@ def analyze_features(
                 _periodic(name, c, (-math.pi, math.pi), False, "name contains 'phi', values fill [-pi, pi]")
             )
             continue
-        out.append(_continuum(name, c, decl))
+        d = _continuum(name, c, decl)
+        if kind == "auto" and _PHI.search(name):
+            # an angle in other units (a scaled phi, as in the UCI HIGGS sample) or not an angle at all:
+            # say how to declare it, since a periodic feature's cut and relative angles matter
+            d.reason += (
+                f"; name contains 'phi' but the values span [{_fmt(rng[0])}, {_fmt(rng[1])}], not "
+                '[-pi, pi]: if it is an angle, declare kind = "periodic" with its period'
+            )
+        out.append(d)
+    _relative_angles(x, out, declared, relative_angles)
     _add_quantile_maps(x, out, declared, knots, quantile)
     return FeatureAnalysis(out, n)
+
+
+#: The smallest mean resultant length of an angle difference that makes one periodic feature relative to
+#: another (``analyze_features(relative_angles=True)``); also at least ``5 / sqrt(n)`` (independent angles
+#: have ``~1/sqrt(n)``) and above the feature's own concentration.
+RELATIVE_MIN_R = 0.2
+
+
+def _resultant(theta: np.ndarray) -> float:
+    return float(abs(np.mean(np.exp(1j * theta))))
+
+
+def _relative_angles(
+    x: np.ndarray, decisions: list[FeatureDecision], declared: Mapping[str, Any], auto: bool
+) -> None:
+    """Make periodic features relative to another periodic feature of the same period: declared
+    (``relative_to = "name"``), or (``auto``) where the difference of the two angles is concentrated
+    (mean resultant length ``R`` of the difference at least :data:`RELATIVE_MIN_R` and ``5/sqrt(n)``, and
+    above each angle's own ``R``): ``phi_MET`` against ``phi_lepton``, back-to-back jets. Storing
+    ``wrap(x_j - x_r)`` instead of ``x_j`` is a shear of the torus with unit Jacobian; a fixed cut of the
+    raw angle would instead split the band of correlated pairs at the cut, a bimodal conditional an
+    affine flow cannot learn. Greedy by ``R``: a reference is never itself relative."""
+    names = [d.name for d in decisions]
+    per = [j for j, d in enumerate(decisions) if d.special is not None and d.special["kind"] == "periodic"]
+    ref: dict[int, tuple[int, str]] = {}
+    refs: set[int] = set()
+    forbidden: set[int] = set()
+    for j, name in enumerate(names):
+        r = (declared.get(name) or {}).get("relative_to")
+        if r is None:
+            continue
+        if j not in per:
+            raise ValueError(f"feature {name!r}: relative_to is only for a periodic feature")
+        if r is False:
+            forbidden.add(j)
+            continue
+        if not isinstance(r, str) or r not in names:
+            raise ValueError(f"feature {name!r}: relative_to = {r!r} is not a feature name ({names})")
+        i = names.index(r)
+        if i not in per or decisions[i].special["period"] != decisions[j].special["period"] or i == j:
+            raise ValueError(
+                f"feature {name!r}: relative_to = {r!r} needs another periodic feature with the same period"
+            )
+        ref[j] = (i, "declared")
+        refs.add(i)
+    if any(j in refs for j in ref):
+        bad = sorted(names[j] for j in ref if j in refs)
+        raise ValueError(f"features {bad} are relative to one feature and the reference of another")
+    if auto and len(per) >= 2:
+        n = x.shape[0]
+        theta = {}
+        for j in per:
+            a, b = decisions[j].special["period"]
+            theta[j] = 2 * math.pi * (x[:, j] - a) / (b - a)
+        alone = {j: _resultant(theta[j]) for j in per}
+        need = max(RELATIVE_MIN_R, 5.0 / math.sqrt(n))
+        pairs = []
+        for ii, i in enumerate(per):
+            for j in per[ii + 1 :]:
+                if decisions[i].special["period"] != decisions[j].special["period"]:
+                    continue
+                r_ij = _resultant(theta[j] - theta[i])
+                if r_ij >= need and r_ij > max(alone[i], alone[j]):
+                    pairs.append((r_ij, i, j))
+        for r_ij, i, j in sorted(pairs, key=lambda p: (-p[0], p[1], p[2])):
+            for a, b in ((i, j), (j, i)):  # (reference, relative): the earlier feature first
+                if b in ref or b in refs or b in forbidden or a in ref:
+                    continue
+                why = f"R = {r_ij:.2f} of the difference ({alone[b]:.2f} alone)"
+                ref[b] = (a, why)
+                refs.add(a)
+                break
+    for j, (i, why) in ref.items():
+        d = decisions[j]
+        a, b = d.special["period"]
+        diff = x[:, j] - x[:, i]
+        new = _periodic(d.name, diff, (a, b), d.declared, d.reason.split("; cut at")[0])
+        d.special = {**new.special, "relative_to": i}
+        d.transform = new.transform.replace("wrap into", f"wrap (x - {names[i]}) into")
+        d.reason = new.reason.replace("; cut at", f"; relative to {names[i]}: {why}; cut at")
 
 
 def _declared_quantile(d: FeatureDecision, declared: Mapping[str, Any]) -> bool | None:
@@ -685,6 +780,9 @@ def load_preprocess_config(path: str) -> dict[str, dict[str, Any]]:
 
         [features.lep_phi]
         kind = "periodic"            # period = [-3.14159, 3.14159] by default
+        [features.met_phi]
+        kind = "periodic"
+        relative_to = "lep_phi"      # learn met_phi - lep_phi (wrapped); false: never relative
         [features.njets]
         kind = "discrete"            # values = [...] optional
         [features.lep_eta]
@@ -709,7 +807,7 @@ def load_preprocess_config(path: str) -> dict[str, dict[str, Any]]:
     unknown_top = sorted(set(doc) - {"features"})
     if unknown_top:
         raise ValueError(f"--preprocess {path!r}: unknown top-level key(s) {unknown_top}")
-    allowed = {"kind", "low", "high", "period", "values", "spike", "quantile"}
+    allowed = {"kind", "low", "high", "period", "values", "spike", "quantile", "relative_to"}
     out: dict[str, dict[str, Any]] = {}
     for name, t in feats.items():
         if not isinstance(t, dict) or "kind" not in t:
@@ -721,6 +819,13 @@ def load_preprocess_config(path: str) -> dict[str, dict[str, Any]]:
             raise ValueError(
                 f"--preprocess {path!r}: [features.{name}] kind {t['kind']!r} is not one of "
                 f"{DECLARABLE_KINDS}"
+            )
+        r = t.get("relative_to")
+        kind_ok = t["kind"] in ("periodic", "auto")
+        if r is not None and (not kind_ok or not (r is False or isinstance(r, str))):
+            raise ValueError(
+                f"--preprocess {path!r}: [features.{name}] relative_to must be a feature name or false, for "
+                "a periodic feature"
             )
         out[str(name)] = dict(t)
     return out

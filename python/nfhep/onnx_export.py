@@ -229,7 +229,8 @@ def _preprocessing(g: _Graph, pre: Any, x: str) -> tuple[str, str, str, str]:
     Element-wise on the ``(N, D)`` batch, every step with per-feature constants and ``Where`` masks:
 
     1. periodic features: ``y = a + remainder((x - shift) - a, b - a)`` (``Mod`` with ``fmod=1`` plus
-       the divisor where negative: ``torch.remainder``), ``y >= b -> a``; other features ``y = x``;
+       the divisor where negative: ``torch.remainder``), ``y >= b -> a``, with ``x - x_r`` in place of
+       ``x`` for an angle relative to feature ``r`` (``Gather``); other features ``y = x``;
     2. the continuum map (bounds / log): ``A = sa y + oa`` is the argument of the first log and
        ``B = sb y + ob`` that of the second (two-sided bounds only): lower bound ``A = y - a``, upper bound
        ``A = b - y``, log ``A = y``, two-sided ``A = y - a``, ``B = b - y``; identity features get
@@ -271,7 +272,19 @@ def _preprocessing(g: _Graph, pre: Any, x: str) -> tuple[str, str, str, str]:
             ps[j] = dt.type(kinds[j]["shift"])
         width = (pb - pa).astype(dt)
         ca, cb, cw = g.const(pa, "per_a"), g.const(pb, "per_b"), g.const(width, "per_width")
-        t = g.sub(g.sub(x, g.const(ps, "per_shift"), "per_xs"), ca, "per_t")
+        xp = x
+        rel = [j for j in np.flatnonzero(periodic) if kinds[j].get("relative_to") is not None]
+        if rel:
+            # a relative angle: x_j - x_r first (x_r gathered; 0 for the other features)
+            idx = np.arange(d, dtype=np.int64)
+            for j in rel:
+                idx[j] = int(kinds[j]["relative_to"])
+            is_rel = np.zeros(d, dtype=bool)
+            is_rel[rel] = True
+            ref = g.op("Gather", [x, g.const(idx, "rel_index", dtype=np.int64)], "rel_gather", axis=1)
+            ref = g.where(g.const(is_rel, "rel_mask", dtype=bool), ref, g.scalar(0.0), "rel_ref")
+            xp = g.sub(x, ref, "rel_x")
+        t = g.sub(g.sub(xp, g.const(ps, "per_shift"), "per_xs"), ca, "per_t")
         r = g.op("Mod", [t, cw], "per_fmod", fmod=1)
         r = g.where(g.op("Greater", [g.scalar(0.0), r], "per_neg"), g.add(r, cw, "per_rw"), r, "per_rem")
         wrapped = g.add(ca, r, "per_y")

@@ -108,6 +108,11 @@ def _norm_bounds(bounds: Any, features: int | None) -> list[tuple[float | None, 
 MATCH_TOL = 1e-5
 
 _KINDS = ("periodic", "discrete", "spike")
+_KEYS = {
+    "periodic": {"kind", "period", "shift", "relative_to"},
+    "discrete": {"kind", "values"},
+    "spike": {"kind", "value", "cell", "split"},
+}
 
 
 def _norm_kinds(kinds: Any, features: int | None) -> list[dict[str, Any] | None] | None:
@@ -134,6 +139,12 @@ def _norm_kinds(kinds: Any, features: int | None) -> list[dict[str, Any] | None]
                 f"Preprocessing: kinds[{j}] must be null or an object with kind in {_KINDS}, got {k!r}"
             )
         kind = k["kind"]
+        unknown = sorted(set(k) - _KEYS[kind])
+        if unknown:
+            raise ValueError(
+                f"Preprocessing: kinds[{j}] ({kind}) has unknown key(s) {unknown}; allowed: "
+                f"{sorted(_KEYS[kind])}"
+            )
         if kind == "periodic":
             a, b = (float(t) for t in k["period"])
             if not (math.isfinite(a) and math.isfinite(b) and a < b):
@@ -143,7 +154,15 @@ def _norm_kinds(kinds: Any, features: int | None) -> list[dict[str, Any] | None]
             shift = float(k.get("shift", 0.0))
             if not math.isfinite(shift):
                 raise ValueError(f"Preprocessing: kinds[{j}].shift must be finite")
-            res.append({"kind": kind, "period": [a, b], "shift": shift})
+            entry: dict[str, Any] = {"kind": kind, "period": [a, b], "shift": shift}
+            if k.get("relative_to") is not None:
+                r = k["relative_to"]
+                if isinstance(r, bool) or not isinstance(r, (int, np.integer)):
+                    raise ValueError(
+                        f"Preprocessing: kinds[{j}].relative_to must be a feature index, got {r!r}"
+                    )
+                entry["relative_to"] = int(r)
+            res.append(entry)
         elif kind == "discrete":
             vals = [float(t) for t in k["values"]]
             if (
@@ -165,6 +184,22 @@ def _norm_kinds(kinds: Any, features: int | None) -> list[dict[str, Any] | None]
                     f"c0 < c1 <= split, got {k!r}"
                 )
             res.append({"kind": kind, "value": v, "cell": [c0, c1], "split": split})
+    for j, k in enumerate(res):
+        if k is None or k.get("relative_to") is None:
+            continue
+        r = k["relative_to"]
+        ref = res[r] if 0 <= r < len(res) else None
+        if (
+            r == j
+            or ref is None
+            or ref["kind"] != "periodic"
+            or ref.get("relative_to") is not None
+            or ref["period"] != k["period"]
+        ):
+            raise ValueError(
+                f"Preprocessing: kinds[{j}].relative_to = {r} must name another periodic feature with the "
+                f"same period {k['period']} that is not itself relative to a feature"
+            )
     return res
 
 
@@ -242,7 +277,9 @@ class Preprocessing(nn.Module):
     kinds : sequence or dict {index: dict}, optional
         Special per-feature maps (see ``docs/model-format.md`` section 5):
         ``{"kind": "periodic", "period": [a, b], "shift": s}`` (wrapped into ``[a, b)`` after a shift,
-        then the two-sided map of ``bounds[j]``, which must contain ``[a, b]``);
+        then the two-sided map of ``bounds[j]``, which must contain ``[a, b]``); with
+        ``"relative_to": r`` the angle relative to periodic feature ``r`` (``x_j - x_r - s``, wrapped: a
+        shear of the torus with unit Jacobian; ``r`` must have the same period and not be relative);
         ``{"kind": "discrete", "values": [...]}`` (dequantised: the value's index plus a uniform in
         ``[0, 1)`` when training, the cell centre when evaluating; ``sample`` rounds back);
         ``{"kind": "spike", "value": s, "cell": [c0, c1], "split": t}`` (rows equal to ``s`` are spread
@@ -408,10 +445,16 @@ class Preprocessing(nn.Module):
             return (hi - torch.exp(c)).clamp_max(hi)
         return c
 
+    def _ref(self, j: int) -> int | None:
+        """The feature that periodic feature ``j`` is relative to (``None``: not relative)."""
+        k = self.kinds[j] if self.kinds is not None else None
+        return None if k is None else k.get("relative_to")
+
     def _col_to_v(
-        self, j: int, c: torch.Tensor, noise: bool
+        self, j: int, c: torch.Tensor, noise: bool, x: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Feature ``j``'s map ``x -> v``: ``(v, log|dv/dx|, outside the support)``."""
+        """Feature ``j``'s map ``x -> v``: ``(v, log|dv/dx_j|, outside the support)``; ``x`` (all raw
+        features) is needed for a periodic feature relative to another."""
         assert self.kinds is not None
         k = self.kinds[j]
         if k is None:
@@ -419,6 +462,10 @@ class Preprocessing(nn.Module):
         kind = k["kind"]
         if kind == "periodic":
             a, b = k["period"]
+            r = k.get("relative_to")
+            if r is not None:
+                assert x is not None
+                c = c - x[:, r]
             y = a + torch.remainder(c - k["shift"] - a, b - a)
             y = torch.where(y >= b, torch.full_like(y, a), y)  # round-off of remainder at the top
             return self._continuum(j, y)
@@ -437,7 +484,8 @@ class Preprocessing(nn.Module):
         ld = torch.where(is_s, torch.full_like(c, math.log(c1 - c0)), ld_c)
         return v, ld, out_c & ~is_s
 
-    def _col_from_v(self, j: int, v: torch.Tensor) -> torch.Tensor:
+    def _col_from_v(self, j: int, v: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        """Feature ``j``'s map ``v -> x``; ``ref`` is the raw reference feature of a relative angle."""
         assert self.kinds is not None
         k = self.kinds[j]
         if k is None:
@@ -446,6 +494,8 @@ class Preprocessing(nn.Module):
         if kind == "periodic":
             a, b = k["period"]
             y = self._continuum_inv(j, v)
+            if ref is not None:
+                y = y + ref
             x = a + torch.remainder(y + k["shift"] - a, b - a)
             return torch.where(x >= b, torch.full_like(x, a), x)
         if kind == "discrete":
@@ -478,7 +528,7 @@ class Preprocessing(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         cols, ld = [], x.new_zeros(x.shape[0])
         for j in range(x.shape[1]):
-            v, ldj, out = self._col_to_v(j, x[:, j], noise)
+            v, ldj, out = self._col_to_v(j, x[:, j], noise, x)
             nbad = int(out.sum())
             if nbad:
                 raise ValueError(self._outside_message(func, j, nbad))
@@ -514,7 +564,16 @@ class Preprocessing(nn.Module):
 
     def _from_v(self, w: torch.Tensor) -> torch.Tensor:
         v, _ = self._unquantile(w)
-        return torch.stack([self._col_from_v(j, v[:, j]) for j in range(v.shape[1])], dim=1)
+        return self._cols_from_v(v)
+
+    def _cols_from_v(self, v: torch.Tensor) -> torch.Tensor:
+        """All features ``v -> x``: the relative angles after the features they are relative to."""
+        cols: list[torch.Tensor | None] = [None] * v.shape[1]
+        order = sorted(range(v.shape[1]), key=lambda j: self._ref(j) is not None)
+        for j in order:
+            r = self._ref(j)
+            cols[j] = self._col_from_v(j, v[:, j], None if r is None else cols[r])
+        return torch.stack(cols, dim=1)  # type: ignore[arg-type]
 
     def support(self, x: torch.Tensor) -> torch.Tensor:
         """Whether each row lies inside the support (bounds, log > 0, allowed discrete values), ``(N,)``."""
@@ -522,7 +581,7 @@ class Preprocessing(nn.Module):
         ok = torch.isfinite(x).all(dim=1)
         xs = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
         for j in range(x.shape[1]):
-            ok &= ~self._col_to_v(j, xs[:, j], False)[2]
+            ok &= ~self._col_to_v(j, xs[:, j], False, xs)[2]
         return ok
 
     def _check_x(self, func: str, x: torch.Tensor) -> None:
@@ -653,7 +712,7 @@ class Preprocessing(nn.Module):
                     c < k["split"], torch.full_like(c, math.log(k["cell"][1] - k["cell"][0])), lj
                 )
             ld = ld + lj
-        return torch.stack([self._col_from_v(j, v[:, j]) for j in range(v.shape[1])], dim=1), ld
+        return self._cols_from_v(v), ld
 
     def outside_range(self, x: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
         """Rows beyond the training range by more than ``margin`` × its width in some feature, ``(N,)``.

@@ -91,6 +91,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "bounds": None,
     "auto_preprocess": True,
     "quantile": None,
+    "relative_angles": True,
     "preprocess": None,
     "periodic": None,
     "discrete": None,
@@ -254,6 +255,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="no quantile map at all [crqs and arqs: only on mixed (spike + continuum) features]",
     )
     g.add_argument(
+        "--no-relative-angles",
+        dest="relative_angles",
+        action="store_false",
+        default=S,
+        help="keep every periodic feature absolute [by default an angle whose difference to another "
+        "angle is concentrated, e.g. the MET's phi against the lepton's, is learnt as that wrapped "
+        "difference; per feature: relative_to in --preprocess]",
+    )
+    g.add_argument(
         "--no-size-defaults",
         dest="size_defaults",
         action="store_false",
@@ -389,6 +399,8 @@ def resolve_options(args: argparse.Namespace | Mapping[str, Any]) -> dict[str, A
     for k in ("l1", "l2"):
         if float(opts[k]) < 0:
             raise ValueError(f"--{k} must be >= 0, got {opts[k]!r}")
+    if not isinstance(opts["relative_angles"], bool):
+        raise ValueError(f"option 'relative_angles' must be true or false, got {opts['relative_angles']!r}")
     if opts["dtype"] not in ("float32", "float64"):
         raise ValueError(f"--dtype must be float32 or float64, got {opts['dtype']!r}")
     opts["hidden"] = str(opts["hidden"])
@@ -554,6 +566,7 @@ def choose_preprocessing(opts: Mapping[str, Any], sample: Any, *, stream: bool =
         list(opts["features"]),
         declared=declared_preprocessing(opts),
         quantile=quantile_default(opts),
+        relative_angles=opts.get("relative_angles", True),
     )
     if out is not None:
         print(
