@@ -414,14 +414,24 @@ def plots(results: list[dict], outdir: Path, fast: bool) -> list[str]:
             ax = axes[j // cols][j % cols]
             t = test[:, j]
             lo, hi = np.quantile(t, [0.001, 0.999])
-            edges = np.unique(t) if np.unique(t).size <= 20 else np.linspace(lo, hi, 41)
-            if edges.size <= 20:
-                edges = np.concatenate([edges - 1e-9, [edges[-1] + 1e-3]])
-            ax.hist(t, bins=edges, density=True, color="0.8", label="test")
+            u = np.unique(t)
+            if u.size <= 20:  # discrete: one bin per value, edges halfway between the values
+                mid = 0.5 * (u[1:] + u[:-1]) if u.size > 1 else np.array([])
+                half = (mid[0] - u[0]) if u.size > 1 else 0.5
+                tail = (u[-1] - mid[-1]) if u.size > 1 else 0.5
+                edges = np.concatenate([[u[0] - half], mid, [u[-1] + tail]])
+            else:
+                edges = np.linspace(lo, hi, 41)
+            disc = u.size <= 20  # discrete: the fraction of events per value, not a density
+
+            def norm(a, disc=disc):
+                return {"weights": np.full(len(a), 1.0 / len(a))} if disc else {"density": True}
+
+            ax.hist(t, bins=edges, color="0.8", label="test", **norm(t))
             for m in show:
                 s = np.load(rs[m]["sample_file"])[:n_test, j]
-                ax.hist(s, bins=edges, density=True, histtype="step", label=f"{m} (p={rs[m]['ks'][j]:.2f})")
-            ax.set_xlabel(names[j])
+                ax.hist(s, bins=edges, histtype="step", label=f"{m} (p={rs[m]['ks'][j]:.2f})", **norm(s))
+            ax.set_xlabel(names[j] + (" (fraction per value)" if disc else ""))
             ax.legend(fontsize=5)
         for j in range(nf, rows * cols):
             axes[j // cols][j % cols].axis("off")
