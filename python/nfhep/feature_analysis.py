@@ -39,7 +39,8 @@ Classes, tested in this order (each feature, ``n`` finite training values):
     anything else: identity.
 
 Then (``quantile=True``, the default) a monotone piecewise-linear map through the empirical quantiles
-of each feature's mapped values onto a standard normal ("Gaussianised"; linear beyond the end knots), so
+of each feature's mapped values onto a standard normal ("Gaussianised"; end knots at the sample's minimum
+and maximum, at the normal quantiles of 1/(2N) and 1 - 1/(2N), linear beyond them), so
 that even an affine flow starts from Gaussian marginals; not for a continuous feature with several
 separated modes (:func:`count_modes`), whose Gaussianised components would be thin curved bands that an
 affine flow learns far worse than the raw mixture (CMoG, D = 32, MAF of 2 bijectors 3x128 trained to
@@ -758,8 +759,13 @@ def _add_quantile_maps(
             a = np.arange(len(vals) + 1, dtype=np.float64)
         else:
             probs = (np.arange(k_int) + 1.0) / (k_int + 1.0)
-            a = np.quantile(v[:, j], probs)
-            b = ndtri(probs)
+            # end knots at the sample's extremes, at the normal quantiles of 1/(2n) and 1 - 1/(2n): the
+            # map is linear beyond them with a tail's gentle slope. Extrapolating an inner segment's slope
+            # instead sends a long thin tail far out: HIGGS's m_lv (a sharp W peak with a low tail) had a
+            # training value at u = -68 and a validation NLL 8 nats above the training NLL for MAF.
+            lo, hi = float(v[:, j].min()), float(v[:, j].max())
+            a = np.concatenate([[lo], np.quantile(v[:, j], probs), [hi]])
+            b = np.concatenate([[ndtri(0.5 / n)], ndtri(probs), [ndtri(1.0 - 0.5 / n)]])
         # strictly increasing knots, in float32 as well
         keep = [0]
         for i in range(1, len(a)):
