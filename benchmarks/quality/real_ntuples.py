@@ -165,7 +165,7 @@ def score(s: np.ndarray, test: np.ndarray, truths: list[np.ndarray]) -> dict:
     }
 
 
-def references(dataset: str, n_train: int, n_test: int, fast: bool = False) -> dict:
+def references(x: np.ndarray, n_train: int, n_test: int) -> dict:
     """What the methods' figures are measured against, scored like them:
 
     - ``truth``: each independent true sample (``splits``' truths) as if it were a model's sample batch:
@@ -174,13 +174,10 @@ def references(dataset: str, n_train: int, n_test: int, fast: bool = False) -> d
       model that reproduced its training events exactly would score. A model learnt from n_train events
       carries that sample's fluctuations, so this, not ``truth``, is the ceiling for small n_train.
     """
-    x, _ = load(dataset)
-    if fast:
-        n_train, n_test = min(n_train, 600), min(n_test, 400)
     train, truths, test = splits(x, n_train, n_test)
     rng = np.random.default_rng(0)
     boot = train[rng.integers(0, len(train), BATCHES * n_test)]
-    independent = len(x) - n_train - n_test >= n_test
+    independent = not np.shares_memory(truths[0], train)  # splits() falls back to training rows
     return {
         "truth": score(np.concatenate(truths), test, truths),
         "truth_source": f"{len(truths)} disjoint samples of {n_test:,} rows"
@@ -556,7 +553,7 @@ def write_md(
         rs.sort(key=lambda r: METHODS.index(r["method"]))
         x, names = load(ds)
         n_test = rs[0]["n_test"]
-        ref = references(ds, n, n_test, fast)
+        ref = references(x, n, n_test)  # n and n_test as run (--fast already cut them)
         lines += [
             f"## {ds}: {n:,} training events, {n_test:,} test events, {len(names)} features, "
             f"{len({r.get('seed', 0) for r in rs})} training seed(s)",

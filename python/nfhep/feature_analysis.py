@@ -417,7 +417,16 @@ def _discrete(name: str, values: np.ndarray, rng, declared: bool, reason: str) -
     )
 
 
-def _periodic(name: str, c: np.ndarray, period: tuple[float, float], declared: bool, reason: str):
+def _periodic(
+    name: str,
+    c: np.ndarray,
+    period: tuple[float, float],
+    declared: bool,
+    reason: str,
+    relative: tuple[int, str, str] | None = None,
+):
+    """A periodic decision; ``relative = (index, name, why)`` of the reference angle when ``c`` is the
+    difference to it (``relative_to``)."""
     a, b = period
     lo, hi = float(c.min()), float(c.max())
     width = b - a
@@ -430,16 +439,22 @@ def _periodic(name: str, c: np.ndarray, period: tuple[float, float], declared: b
     if shift > 0.5 * width:
         shift -= width
     m = 1e-6 * width
+    special: dict[str, Any] = {"kind": "periodic", "period": [a, b], "shift": shift}
+    what, why = "", ""
+    if relative is not None:
+        special["relative_to"] = relative[0]
+        what, why = f" (x - {relative[1]})", f"; relative to {relative[1]}: {relative[2]}"
     return FeatureDecision(
         name,
         "periodic",
-        f"wrap into [{_fmt(a)}, {_fmt(b)}) after a shift of {_fmt(shift)}, logit",
-        reason + f"; cut at {_fmt(cut)} ({int(counts[i])} of {c.size} rows in its bin)",
+        f"wrap{what} into [{_fmt(a)}, {_fmt(b)}) after a shift of {_fmt(shift)}, logit",
+        reason + why + f"; cut at {_fmt(cut)} ({int(counts[i])} of {c.size} rows in its bin)",
         declared,
         False,
         (a - m, b + m),
-        {"kind": "periodic", "period": [a, b], "shift": shift},
+        special,
         (lo, hi),
+        extra={"why": reason},
     )
 
 
@@ -681,11 +696,9 @@ def _relative_angles(
     for j, (i, why) in ref.items():
         d = decisions[j]
         a, b = d.special["period"]
-        diff = x[:, j] - x[:, i]
-        new = _periodic(d.name, diff, (a, b), d.declared, d.reason.split("; cut at")[0])
-        d.special = {**new.special, "relative_to": i}
-        d.transform = new.transform.replace("wrap into", f"wrap (x - {names[i]}) into")
-        d.reason = new.reason.replace("; cut at", f"; relative to {names[i]}: {why}; cut at")
+        new = _periodic(d.name, x[:, j] - x[:, i], (a, b), d.declared, d.extra["why"], (i, names[i], why))
+        new.data_range = d.data_range  # the raw angle's range, not the difference's
+        decisions[j] = new
 
 
 def _declared_quantile(d: FeatureDecision, declared: Mapping[str, Any]) -> bool | None:

@@ -451,11 +451,12 @@ class Preprocessing(nn.Module):
         return None if k is None else k.get("relative_to")
 
     def _col_to_v(
-        self, j: int, c: torch.Tensor, noise: bool, x: torch.Tensor | None = None
+        self, j: int, x: torch.Tensor, noise: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Feature ``j``'s map ``x -> v``: ``(v, log|dv/dx_j|, outside the support)``; ``x`` (all raw
-        features) is needed for a periodic feature relative to another."""
+        """Feature ``j``'s map of the raw rows ``x`` ``(N, D)`` to ``v``: ``(v, log|dv/dx_j|, outside
+        the support)`` (all of ``x`` for a periodic feature relative to another)."""
         assert self.kinds is not None
+        c = x[:, j]
         k = self.kinds[j]
         if k is None:
             return self._continuum(j, c)
@@ -464,7 +465,6 @@ class Preprocessing(nn.Module):
             a, b = k["period"]
             r = k.get("relative_to")
             if r is not None:
-                assert x is not None
                 c = c - x[:, r]
             y = a + torch.remainder(c - k["shift"] - a, b - a)
             y = torch.where(y >= b, torch.full_like(y, a), y)  # round-off of remainder at the top
@@ -528,7 +528,7 @@ class Preprocessing(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         cols, ld = [], x.new_zeros(x.shape[0])
         for j in range(x.shape[1]):
-            v, ldj, out = self._col_to_v(j, x[:, j], noise, x)
+            v, ldj, out = self._col_to_v(j, x, noise)
             nbad = int(out.sum())
             if nbad:
                 raise ValueError(self._outside_message(func, j, nbad))
@@ -581,7 +581,7 @@ class Preprocessing(nn.Module):
         ok = torch.isfinite(x).all(dim=1)
         xs = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
         for j in range(x.shape[1]):
-            ok &= ~self._col_to_v(j, xs[:, j], False, xs)[2]
+            ok &= ~self._col_to_v(j, xs, False)[2]
         return ok
 
     def _check_x(self, func: str, x: torch.Tensor) -> None:
