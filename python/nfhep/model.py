@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .flows import FLOWS, Flow, build_flow
+from .flows import FLOWS, Ensemble, Flow, build_flow
 from .preprocessing import Preprocessing
 
 __all__ = ["Model"]
@@ -202,6 +202,27 @@ class Model(nn.Module):
             )
         u, ld = self.preprocessing(x)
         return self.flow.log_prob(u, self._context(func, context)) + ld
+
+    @property
+    def members(self) -> int:
+        """The number of flows averaged (``nfhep train --ensemble``): 1 for a single flow."""
+        return len(self.flow.members) if isinstance(self.flow, Ensemble) else 1
+
+    def member_log_probs(self, x: Any, context: Any = None) -> torch.Tensor:
+        """Each member flow's log-density in data units, shape ``(N, members)`` (``(N, 1)`` for a single
+        flow). Their spread (e.g. the standard deviation over the members) estimates the model's
+        uncertainty at ``x``; :meth:`log_prob` is their ``logsumexp`` minus ``log(members)``."""
+        func = "Model.member_log_probs"
+        x = self._as_tensor(func, "x", x)
+        if x.dim() != 2 or x.shape[1] != len(self.features):
+            raise ValueError(
+                f"{func}: argument 'x' must have shape (N, {len(self.features)}), got {tuple(x.shape)}"
+            )
+        u, ld = self.preprocessing(x)
+        c = self._context(func, context)
+        if isinstance(self.flow, Ensemble):
+            return self.flow.member_log_probs(u, c) + ld[:, None]
+        return (self.flow.log_prob(u, c) + ld)[:, None]
 
     def sample(
         self,

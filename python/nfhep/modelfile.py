@@ -15,7 +15,7 @@ Layout (the full specification is ``docs/model-format.md``)::
 The tensors are the model's ``state_dict()`` (weights and buffers: masks, permutations, preprocessing
 constants) under their stable names; the ``"nfhep"`` metadata entry is a JSON document with the format
 name (``"nfhep-flow"``), its version (``1``; ``2`` when the preprocessing uses ``kinds`` or
-``data_range``), the model configuration (flow family and every
+``data_range``; ``3`` when the flow is an ensemble), the model configuration (flow family and every
 hyperparameter, features, context, preprocessing), the floating dtype, the checksum and provenance.
 """
 
@@ -48,10 +48,11 @@ __all__ = [
 
 #: The value of the ``"format"`` key of every nfhep model file.
 FORMAT_NAME = "nfhep-flow"
-#: The newest version this nfhep writes (version 1 when the model uses no version-2 key: preprocessing
-#: ``kinds``/``data_range``); :func:`load` reads exactly the versions in ``_READABLE_VERSIONS``.
-FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+#: The newest version this nfhep writes: 3 for an ensemble of flows, else 2, or 1 when the model uses no
+#: version-2 key (preprocessing ``kinds``/``data_range``); :func:`load` reads exactly the versions in
+#: ``_READABLE_VERSIONS``.
+FORMAT_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 
 #: Largest JSON header accepted (as the safetensors reference implementation: 100 MB).
 MAX_HEADER_BYTES = 100_000_000
@@ -191,6 +192,17 @@ def _nfhep_metadata(meta: Mapping[str, str], where: str) -> dict[str, Any]:
     for key in ("flow", "features", "dtype", "checksum"):
         if key not in doc:
             raise FormatError(f"{where}: the 'nfhep' metadata lacks the required key {key!r}")
+    ensemble = isinstance(doc["flow"], dict) and doc["flow"].get("family") == "ensemble"
+    if ensemble != (version == 3):
+        raise FormatError(
+            f"{where}: "
+            + (
+                "an ensemble of flows needs model-file version 3"
+                if ensemble
+                else "a version 3 file holds an ensemble of flows"
+            )
+            + f", this one is version {version} with flow family {doc['flow'].get('family')!r}"
+        )
     if doc["dtype"] not in ("float32", "float64"):
         raise FormatError(f"{where}: dtype {doc['dtype']!r} is not float32 or float64")
     return doc
@@ -322,7 +334,9 @@ def save(model, path: str | os.PathLike, *, provenance: Mapping[str, Any] | None
         prov.update(_jsonable(dict(provenance), "provenance"))
     doc = {
         "format": FORMAT_NAME,
-        "version": 2
+        "version": 3
+        if config["flow"].get("family") == "ensemble"
+        else 2
         if ("kinds" in config["preprocessing"] or "data_range" in config["preprocessing"])
         else 1,
         **config,

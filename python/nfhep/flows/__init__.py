@@ -12,7 +12,18 @@ arXiv:1502.03509 (MADE).
 
 from __future__ import annotations
 
-from .core import FLOWS, MAF, AutoregressiveRQS, CouplingRQS, Flow, RealNVP, build_flow, parse_hidden
+from .core import (
+    FLOWS,
+    MAF,
+    MAX_MEMBERS,
+    AutoregressiveRQS,
+    CouplingRQS,
+    Ensemble,
+    Flow,
+    RealNVP,
+    build_flow,
+    parse_hidden,
+)
 from .nets import ACTIVATIONS, MADE, MLP, MaskedLinear
 from .transforms import ActNorm, AutoregressiveLayer, CouplingLayer, Permutation, Transformer
 
@@ -21,12 +32,14 @@ __all__ = [
     "FLOWS",
     "MADE",
     "MAF",
+    "MAX_MEMBERS",
     "MLP",
     "ActNorm",
     "AutoregressiveLayer",
     "AutoregressiveRQS",
     "CouplingLayer",
     "CouplingRQS",
+    "Ensemble",
     "Flow",
     "MaskedLinear",
     "Permutation",

@@ -32,8 +32,10 @@ from .transforms import ActNorm, AutoregressiveLayer, CouplingLayer, Permutation
 __all__ = [
     "FLOWS",
     "MAF",
+    "MAX_MEMBERS",
     "AutoregressiveRQS",
     "CouplingRQS",
+    "Ensemble",
     "Flow",
     "RealNVP",
     "build_flow",
@@ -488,6 +490,8 @@ FLOWS: dict[str, type[Flow]] = {
 def build_flow(config: Mapping[str, Any]) -> Flow:
     """Build a flow (fresh weights) from its :attr:`Flow.config`; then ``load_state_dict`` the weights.
 
+    ``family = "ensemble"`` builds an :class:`Ensemble` of its ``members`` (each a flow config).
+
     Raises
     ------
     ValueError
@@ -497,8 +501,12 @@ def build_flow(config: Mapping[str, Any]) -> Flow:
         raise TypeError(f"build_flow: argument 'config' must be a mapping, got {type(config).__name__}")
     cfg = dict(config)
     family = cfg.pop("family", None)
+    if family == Ensemble.family:
+        return Ensemble.from_config(config)
     if family not in FLOWS:
-        raise ValueError(f"build_flow: config['family'] must be one of {sorted(FLOWS)}, got {family!r}")
+        raise ValueError(
+            f"build_flow: config['family'] must be one of {sorted(FLOWS) + ['ensemble']}, got {family!r}"
+        )
     if "features" not in cfg:
         raise ValueError("build_flow: config has no 'features'")
     features = cfg.pop("features")
@@ -506,3 +514,140 @@ def build_flow(config: Mapping[str, Any]) -> Flow:
         return FLOWS[family](features, **cfg)
     except TypeError as err:
         raise ValueError(f"build_flow: invalid option for family {family!r}: {err}") from None
+
+
+#: The most members an ensemble may have (the C++ engine's limit too).
+MAX_MEMBERS = 64
+
+
+class Ensemble(Flow):
+    r"""An equal-weight mixture of ``M`` flows: :math:`p(u) = \frac1M \sum_k p_k(u)`.
+
+    What ``nfhep train --ensemble M`` builds: ``M`` flows of one configuration (differing only in their
+    ``seed`` and trained weights) over one shared preprocessing. The density is the average of the
+    members' densities (a ``logsumexp``); a sample draws each event's member uniformly at random, then
+    the event from that member. :meth:`member_log_probs` gives every member's log-density, whose spread
+    over the members is an estimate of the model's (training) uncertainty at each point.
+
+    A mixture is not a bijection: :meth:`transform` and :meth:`inverse` raise ``TypeError``.
+    ``state_dict`` names are ``members.{k}.<the member's names>``; ``config`` is
+    ``{"family": "ensemble", "features": D, "context": C, "members": [config_0, ...]}``.
+    """
+
+    family = "ensemble"
+
+    def __init__(self, members: Sequence[Flow]):
+        nn.Module.__init__(self)
+        members = list(members)
+        if not 2 <= len(members) <= MAX_MEMBERS:
+            raise ValueError(f"Ensemble: needs 2 to {MAX_MEMBERS} member flows, got {len(members)}")
+        for k, m in enumerate(members):
+            if not isinstance(m, Flow) or isinstance(m, Ensemble):
+                raise TypeError(
+                    f"Ensemble: member {k} must be an nfhep flow (not an ensemble), got {type(m).__name__}"
+                )
+        ref = {k: v for k, v in members[0].config.items() if k != "seed"}
+        for k, m in enumerate(members[1:], 1):
+            cfg = {a: b for a, b in m.config.items() if a != "seed"}
+            if cfg != ref:
+                diff = sorted(a for a in set(cfg) | set(ref) if cfg.get(a) != ref.get(a))
+                raise ValueError(
+                    f"Ensemble: member {k} differs from member 0 in {diff}; the members must share one "
+                    "configuration except 'seed'"
+                )
+        dtypes = {next(m.parameters()).dtype for m in members}
+        if len(dtypes) > 1:
+            raise ValueError(f"Ensemble: the members mix dtypes {sorted(map(str, dtypes))}")
+        self.members = nn.ModuleList(members)
+        self.features = members[0].features
+        self.context = members[0].context
+        self._config = {"family": self.family, "features": self.features, "context": self.context}
+        self._backend = members[0].backend
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Ensemble:
+        """Rebuild from :attr:`config` (fresh weights)."""
+        extra = sorted(set(config) - {"family", "features", "context", "members"})
+        if extra:
+            raise ValueError(f"build_flow: unknown key(s) {extra} in an ensemble configuration")
+        members = config.get("members")
+        if not isinstance(members, (list, tuple)):
+            raise ValueError("build_flow: an ensemble configuration needs 'members', a list of flow configs")
+        flows = []
+        for k, m in enumerate(members):
+            if not isinstance(m, Mapping) or m.get("family") == cls.family:
+                raise ValueError(
+                    f"build_flow: ensemble member {k} must be a flow configuration (not an ensemble)"
+                )
+            flows.append(build_flow(m))
+        ens = cls(flows)
+        for key in ("features", "context"):
+            if key in config and config[key] != getattr(ens, key):
+                raise ValueError(
+                    f"build_flow: the ensemble's {key!r} = {config[key]!r} differs from its members' "
+                    f"({getattr(ens, key)})"
+                )
+        return ens
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {**self._config, "members": [m.config for m in self.members]}
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in ("auto", "cpp", "torch"):
+            raise ValueError(f"backend must be 'auto', 'cpp' or 'torch', got {value!r}")
+        self._backend = value
+        for m in self.members:
+            m.backend = value
+
+    def extra_repr(self) -> str:
+        return f"members={len(self.members)}"
+
+    def transform(self, x, context=None):
+        raise TypeError("Ensemble.transform: a mixture of flows is not a bijection (use a member's)")
+
+    def inverse(self, z, context=None):
+        raise TypeError("Ensemble.inverse: a mixture of flows is not a bijection (use a member's)")
+
+    def member_log_probs(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Every member's log-density, shape ``(N, M)``."""
+        x = self._check_x("Ensemble.member_log_probs", x)
+        context = self._check_context("Ensemble.member_log_probs", context, x.shape[0])
+        return torch.stack([m.log_prob(x, context) for m in self.members], dim=1)
+
+    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        r""":math:`\log \frac1M \sum_k p_k(x \mid c)`, shape ``(N,)``."""
+        lp = self.member_log_probs(x, context)
+        return torch.logsumexp(lp, dim=1) - math.log(len(self.members))
+
+    def _draw_members(self, n: int, context, generator):
+        n = _check_int("n", n, 0)
+        context = self._check_context("Ensemble.sample", context, n)
+        ref = self._ref()
+        k = torch.randint(len(self.members), (n,), generator=generator)
+        x = torch.empty(n, self.features, dtype=ref.dtype, device=ref.device)
+        for j, m in enumerate(self.members):
+            rows = (k == j).nonzero(as_tuple=True)[0]
+            if rows.numel():
+                c = None if context is None else context[rows.to(context.device)]
+                x[rows.to(ref.device)] = m.sample(int(rows.numel()), c, generator=generator)
+        return x, context
+
+    def sample(self, n, context=None, *, generator=None):
+        """``n`` events of the mixture: each event's member drawn uniformly, then the event from it."""
+        with torch.no_grad():
+            return self._draw_members(n, context, generator)[0]
+
+    def sample_and_log_prob(self, n, context=None, *, generator=None):
+        """``n`` events and the mixture's log-density at them (not the drawing member's)."""
+        with torch.no_grad():
+            x, context = self._draw_members(n, context, generator)
+            return x, self.log_prob(x, context)
+
+    def conditioner_weights(self) -> list[nn.Parameter]:
+        return [w for m in self.members for w in m.conditioner_weights()]
