@@ -88,6 +88,29 @@ pyb::array log_prob_t(const nfhep::Flow& f, const pyb::array& x, const pyb::arra
 }
 
 template <class T>
+pyb::tuple log_prob_members_t(const nfhep::Flow& f, const pyb::array& x, const pyb::array& ctx, std::size_t rows) {
+  const std::size_t n = static_cast<std::size_t>(x.shape(0)), M = f.num_members();
+  pyb::array out = nfhep::py::new_array(sizeof(T) == 4, {static_cast<pyb::ssize_t>(n), static_cast<pyb::ssize_t>(M)});
+  pyb::array lp = nfhep::py::new_array(sizeof(T) == 4, {static_cast<pyb::ssize_t>(n)});
+  T* lpp = static_cast<T*>(lp.mutable_data());
+  const T* xp = static_cast<const T*>(x.data());
+  T* op = static_cast<T*>(out.mutable_data());
+  std::vector<T> c;
+  const T* cp = rows ? static_cast<const T*>(ctx.data()) : nullptr;
+  if (rows == 1) {  // one context row for every event: expand it
+    const std::size_t C = f.num_context();
+    c.resize(n * C);
+    for (std::size_t i = 0; i < n; ++i) std::copy(cp, cp + C, c.data() + i * C);
+    cp = c.data();
+  }
+  {
+    pyb::gil_scoped_release nogil;
+    f.log_prob_members(xp, n, op, cp, lpp);
+  }
+  return pyb::make_tuple(out, lp);
+}
+
+template <class T>
 pyb::tuple sample_t(const nfhep::Flow& f, std::size_t n, std::uint64_t seed, std::uint64_t first,
                     const pyb::array& ctx, std::size_t rows, bool with_lp) {
   const std::size_t D = f.num_features();
@@ -138,6 +161,7 @@ void bind_engine(pyb::module_& m) {
       .def_property_readonly("context_features", &nfhep::Flow::context_features)
       .def_property_readonly("dtype", [](const nfhep::Flow& f) { return f.is_float32() ? "float32" : "float64"; })
       .def_property_readonly("family", &nfhep::Flow::family)
+      .def_property_readonly("members", &nfhep::Flow::num_members)
       .def_property_readonly("path", &nfhep::Flow::path)
       .def_property_readonly("checksum", &nfhep::Flow::checksum)
       .def_property_readonly("metadata_json", &nfhep::Flow::metadata_json)
@@ -152,6 +176,17 @@ void bind_engine(pyb::module_& m) {
             std::size_t rows = 0;
             pyb::array ca = check_context(f, context, f32, static_cast<std::size_t>(xa.shape(0)), true, func, rows);
             return f32 ? log_prob_t<float>(f, xa, ca, rows) : log_prob_t<double>(f, xa, ca, rows);
+          },
+          pyb::arg("x"), pyb::arg("context") = pyb::none())
+      .def(
+          "log_prob_members",
+          [](const nfhep::Flow& f, const pyb::object& x, const pyb::object& context) {
+            const char* func = "Engine.log_prob_members";
+            pyb::array xa = check_events(f, x, func, "x");
+            const bool f32 = is_float32(xa, func, "x");
+            std::size_t rows = 0;
+            pyb::array ca = check_context(f, context, f32, static_cast<std::size_t>(xa.shape(0)), true, func, rows);
+            return f32 ? log_prob_members_t<float>(f, xa, ca, rows) : log_prob_members_t<double>(f, xa, ca, rows);
           },
           pyb::arg("x"), pyb::arg("context") = pyb::none())
       .def(

@@ -93,7 +93,8 @@ std::size_t hidden_total(const Model<T>& m) {
 }
 
 template <class T>
-std::size_t scratch_size(const Model<T>& m, std::size_t R) {
+std::size_t scratch_size(const Model<T>& top, std::size_t R) {
+  const Model<T>& m = shape_model(top);
   const std::size_t D = m.D, C = m.C;
   std::size_t n = 0;
   n += 3 * R * D;                    // h, tmp, lad
@@ -104,8 +105,9 @@ std::size_t scratch_size(const Model<T>& m, std::size_t R) {
   n += 3 * R;                        // col
   n += (m.transformer == Transformer::rqs ? rqs_work_size(m.K, false) : 0) + 16;
   n += R * hidden_total(m);
+  if (!top.members.empty()) n += R * D + R * C;  // u_out, ctx_all
   // doubles and bytes, in units of T (rounded up)
-  const std::size_t dbl = (2 * R + R * D) * sizeof(double) + R;
+  const std::size_t dbl = (4 * R + R * D) * sizeof(double) + R;
   n += (dbl + sizeof(T) - 1) / sizeof(T) + 16;
   return n;
 }
@@ -113,11 +115,12 @@ std::size_t scratch_size(const Model<T>& m, std::size_t R) {
 // The workspace's scratch arrays (allocated and carved on first use, then reused: no allocation per call,
 // which matters for one-event calls from RDataFrame). Returns a copy the caller may modify (swap h/tmp).
 template <class T>
-Scratch<T> carve(const Model<T>& m, WorkspaceImpl& ws) {
+Scratch<T> carve(const Model<T>& top, WorkspaceImpl& ws) {
   if (ws.carved) return scratch_of<T>(ws);
+  const Model<T>& m = shape_model(top);
   const std::size_t R = ws.rows, D = m.D, C = m.C;
   std::vector<T>& buf = buffer_of<T>(ws);
-  buf.assign(scratch_size(m, R), T(0));
+  buf.assign(scratch_size(top, R), T(0));
   T* p = buf.data();
   Scratch<T> s;
   auto take = [&](std::size_t k) {
@@ -144,13 +147,18 @@ Scratch<T> carve(const Model<T>& m, WorkspaceImpl& ws) {
   if (net_layer)
     for (std::size_t l = 0; l + 1 < net_layer->net.layers.size(); ++l) hid.push_back(take(R * net_layer->net.layers[l].out));
   s.hid = hid.data();
+  if (!top.members.empty()) {
+    s.u_out = take(R * D);
+    s.ctx_all = take(R * C);
+  }
   std::size_t addr = reinterpret_cast<std::size_t>(p);
   addr = (addr + 63) & ~static_cast<std::size_t>(63);
   double* dp = reinterpret_cast<double*>(addr);
   s.ld = dp;
   s.pre = dp + R;
   s.z = dp + 2 * R;
-  s.bad = reinterpret_cast<unsigned char*>(dp + 2 * R + R * D);
+  s.acc = dp + 2 * R + R * D;
+  s.bad = reinterpret_cast<unsigned char*>(dp + 4 * R + R * D);
   scratch_of<T>(ws) = s;
   ws.carved = true;
   return s;
@@ -474,8 +482,51 @@ double base_log_prob(const T* z, std::size_t D) {
   return -0.5 * q - 0.5 * static_cast<double>(D) * kLog2Pi;
 }
 
+// An ensemble's log p: log (1/M) sum_k p_k(u) + log|du/dx|, a running logsumexp over the members (u kept
+// in s.z); `mo` (optional, R x M): each member's log p_k(x).
 template <class T, class In>
-void log_prob_chunk(const Model<T>& m, WorkspaceImpl& ws, const In* x, std::size_t R, In* out, const In* ctx) {
+void ensemble_log_prob(const Model<T>& m, std::size_t R, Scratch<T>& s, In* out, In* mo) {
+  const std::size_t D = m.D, M = m.members.size();
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::numeric_limits<double>::quiet_NaN();
+  for (std::size_t i = 0; i < R * D; ++i) s.z[i] = static_cast<double>(s.h[i]);
+  double* mx = s.acc;
+  double* sm = s.acc + R;
+  for (std::size_t r = 0; r < R; ++r) {
+    mx[r] = -inf;
+    sm[r] = 0;
+  }
+  for (std::size_t k = 0; k < M; ++k) {
+    for (std::size_t i = 0; i < R * D; ++i) s.h[i] = static_cast<T>(s.z[i]);
+    forward_layers(m.members[k], R, s);
+    for (std::size_t r = 0; r < R; ++r) {
+      const double lk = base_log_prob(s.h + r * D, D) + s.ld[r];
+      if (mo) mo[r * M + k] = static_cast<In>(s.bad[r] == 2 ? nan : s.bad[r] == 1 ? -inf : lk + s.pre[r]);
+      if (std::isnan(lk) || std::isnan(mx[r])) {
+        mx[r] = nan;
+      } else if (lk > mx[r]) {
+        sm[r] = sm[r] * std::exp(mx[r] - lk) + 1.0;  // (exp(-inf) = 0 before the first finite member)
+        mx[r] = lk;
+      } else if (lk > -inf) {
+        sm[r] += std::exp(lk - mx[r]);
+      }
+    }
+  }
+  const double log_m = std::log(static_cast<double>(M));
+  for (std::size_t r = 0; r < R; ++r) {
+    double lp;
+    if (s.bad[r] == 2 || std::isnan(mx[r]))
+      lp = nan;
+    else if (s.bad[r] == 1 || mx[r] == -inf)
+      lp = -inf;
+    else
+      lp = mx[r] + std::log(sm[r]) - log_m + s.pre[r];
+    out[r] = static_cast<In>(lp);
+  }
+}
+
+template <class T, class In>
+void log_prob_chunk(const Model<T>& m, WorkspaceImpl& ws, const In* x, std::size_t R, In* out, const In* ctx,
+                    In* mo = nullptr) {
   Scratch<T> s = carve(m, ws);
   preprocess(m, x, R, s);
   if (m.C > 0) {
@@ -484,6 +535,10 @@ void log_prob_chunk(const Model<T>& m, WorkspaceImpl& ws, const In* x, std::size
     for (std::size_t r = 0; r < R; ++r)
       for (std::size_t k = 0; k < static_cast<std::size_t>(m.C); ++k)
         if (!std::isfinite(s.ctx[r * m.C + k])) s.bad[r] = 2;  // (also: overflow to the model's dtype)
+  }
+  if (!m.members.empty()) {
+    ensemble_log_prob(m, R, s, out, mo);
+    return;
   }
   forward_layers(m, R, s);
   const std::size_t D = m.D;
@@ -496,6 +551,7 @@ void log_prob_chunk(const Model<T>& m, WorkspaceImpl& ws, const In* x, std::size
     else
       lp = base_log_prob(s.h + r * D, D) + s.ld[r] + s.pre[r];
     out[r] = static_cast<In>(lp);
+    if (mo) mo[r] = out[r];
   }
 }
 
@@ -671,6 +727,37 @@ void postprocess(const Model<T>& m, std::size_t R, Scratch<T>& s, std::size_t r0
   (void)R;
 }
 
+// An ensemble's draw: event g comes from member member_index(seed, g, M); each member inverts its rows
+// (gathered to the front of the scratch), and the results are scattered back into s.h / s.ld.
+template <class T>
+void ensemble_inverse(const Model<T>& m, std::uint64_t seed, std::uint64_t g0, std::size_t R, Scratch<T>& s) {
+  const std::size_t D = m.D, C = m.C, M = m.members.size();
+  std::uint8_t member[kSampleChunk];
+  std::size_t rows[kSampleChunk];
+  for (std::size_t r = 0; r < R; ++r) member[r] = static_cast<std::uint8_t>(member_index(seed, g0 + r, M));
+  if (C > 0) std::copy(s.ctx, s.ctx + R * C, s.ctx_all);
+  double* ld = s.acc;
+  for (std::size_t k = 0; k < M; ++k) {
+    std::size_t nk = 0;
+    for (std::size_t r = 0; r < R; ++r)
+      if (member[r] == k) rows[nk++] = r;
+    if (nk == 0) continue;
+    for (std::size_t i = 0; i < nk; ++i) {
+      const std::size_t r = rows[i];
+      for (std::size_t j = 0; j < D; ++j) s.h[i * D + j] = static_cast<T>(s.z[r * D + j]);
+      for (std::size_t c = 0; c < C; ++c) s.ctx[i * C + c] = s.ctx_all[r * C + c];
+    }
+    inverse_layers(m.members[k], nk, s);
+    for (std::size_t i = 0; i < nk; ++i) {
+      const std::size_t r = rows[i];
+      std::copy(s.h + i * D, s.h + (i + 1) * D, s.u_out + r * D);
+      ld[r] = s.ld[i];
+    }
+  }
+  std::copy(s.u_out, s.u_out + R * D, s.h);
+  std::copy(ld, ld + R, s.ld);
+}
+
 template <class T, class Out>
 void sample_chunk(const Model<T>& m, WorkspaceImpl& ws, std::uint64_t seed, std::uint64_t g0, std::size_t r0,
                   std::size_t r1, Out* out, const Out* ctx, std::size_t ctx_rows, std::uint64_t first_index,
@@ -696,7 +783,10 @@ void sample_chunk(const Model<T>& m, WorkspaceImpl& ws, std::uint64_t seed, std:
   }
   double base[kSampleChunk];
   for (std::size_t r = 0; r < R; ++r) base[r] = base_log_prob(s.h + r * D, D);
-  inverse_layers(m, R, s);
+  if (m.members.empty())
+    inverse_layers(m, R, s);
+  else
+    ensemble_inverse(m, seed, g0, R, s);
   postprocess(m, R, s, r0, r1, out);
   if (logp)
     for (std::size_t r = r0; r < r1; ++r) logp[r - r0] = static_cast<Out>(base[r] - s.ld[r] + s.pre[r]);
@@ -754,11 +844,12 @@ void log_prob_serial(const FlowImpl& f, WorkspaceImpl& ws, const In* x, std::siz
 }
 
 template <class T, class In>
-void log_prob_parallel(const FlowImpl& f, const In* x, std::size_t n, In* out, const In* ctx) {
+void log_prob_parallel(const FlowImpl& f, const In* x, std::size_t n, In* out, const In* ctx, In* mo = nullptr) {
   const Model<T>& m = model_of<T>(f);
+  const std::size_t M = std::max<std::size_t>(1, m.members.size());
   parallel_for(n, kChunk, [&](std::size_t b, std::size_t e) {
     PooledWorkspace pw(f, kChunk);
-    log_prob_chunk(m, *pw.ws, x + b * m.D, e - b, out + b, ctx ? ctx + b * m.C : nullptr);
+    log_prob_chunk(m, *pw.ws, x + b * m.D, e - b, out + b, ctx ? ctx + b * m.C : nullptr, mo ? mo + b * M : nullptr);
   });
 }
 
@@ -839,6 +930,9 @@ const std::vector<std::string>& Flow::features() const { return impl_->features;
 const std::vector<std::string>& Flow::context_features() const { return impl_->context_features; }
 bool Flow::is_float32() const { return impl_->f32; }
 const std::string& Flow::family() const { return impl_->family; }
+std::size_t Flow::num_members() const {
+  return std::max<std::size_t>(1, impl_->f32 ? impl_->mf.members.size() : impl_->md.members.size());
+}
 const std::string& Flow::path() const { return impl_->path; }
 const std::string& Flow::checksum() const { return impl_->checksum; }
 const std::string& Flow::metadata_json() const { return impl_->metadata_json; }
@@ -885,6 +979,18 @@ void check_lp_args(const detail::FlowImpl& f, const In* x, std::size_t n, const 
     else                                                                                                      \
       detail::log_prob_serial<double>(*impl_, *ws.impl_, x, n, out, context);                                \
   }                                                                                                           \
+  void Flow::log_prob_members(const In* x, std::size_t n, In* out, const In* context, In* logp) const {     \
+    check_lp_args(*impl_, x, n, out, context);                                                                \
+    std::vector<In> own;                                                                                      \
+    if (!logp) {                                                                                              \
+      own.resize(n);                                                                                          \
+      logp = own.data();                                                                                      \
+    }                                                                                                         \
+    if (impl_->f32)                                                                                           \
+      detail::log_prob_parallel<float>(*impl_, x, n, logp, context, out);                                    \
+    else                                                                                                      \
+      detail::log_prob_parallel<double>(*impl_, x, n, logp, context, out);                                   \
+  }                                                                                                           \
   void Flow::in_support(const In* x, std::size_t n, std::uint8_t* out) const {                               \
     detail::require(n == 0 || (x != nullptr && out != nullptr), "in_support", "x or out is null");           \
     detail::in_support_impl(*impl_, x, n, out);                                                              \
@@ -912,8 +1018,11 @@ void check_lp_args(const detail::FlowImpl& f, const In* x, std::size_t n, const 
       detail::sample_parallel<float>(*impl_, n, seed, first_index, out, context, context_rows, logp);        \
     else                                                                                                      \
       detail::sample_parallel<double>(*impl_, n, seed, first_index, out, context, context_rows, logp);       \
-    if (logp && n > 0 && (impl_->f32 ? impl_->mf.dequantized : impl_->md.dequantized)) {                    \
-      /* discrete / spike features: log p is the mass-times-density at the returned events */                 \
+    if (logp && n > 0 &&                                                                                    \
+        (impl_->f32 ? impl_->mf.dequantized || !impl_->mf.members.empty()                                  \
+                    : impl_->md.dequantized || !impl_->md.members.empty())) {                              \
+      /* discrete / spike features: log p is the mass-times-density at the returned events; an ensemble:   \
+         the mixture's density, not the drawing member's */                                                   \
       std::vector<In> ctx_full;                                                                                 \
       const In* cf = context;                                                                                   \
       if (C > 0 && context_rows == 1) {                                                                         \

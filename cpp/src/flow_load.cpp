@@ -26,7 +26,8 @@ namespace {
 using json::Value;
 
 constexpr std::uint64_t kMaxHeader = 100000000;  // as the safetensors reference implementation
-constexpr int kReadableVersion = 2;  // and 1 (version 2 adds preprocessing.kinds and data_range)
+constexpr int kReadableVersion = 3;  // and 1, 2 (2 adds preprocessing.kinds and data_range; 3 ensembles)
+constexpr int kMaxMembers = 64;      // an ensemble's flows (nfhep.flows.MAX_MEMBERS)
 // Sanity limits on the configuration (a file within them still has to hold tensors of these sizes).
 constexpr std::int64_t kMaxFeatures = 100000;
 constexpr std::int64_t kMaxBijectors = 10000;
@@ -278,6 +279,7 @@ struct Config {
   int knots = 0;
   RqsOptions rqs;
   bool autoregressive = false;
+  std::vector<Config> members;  // family "ensemble": the member flows (flow fields only)
   // preprocessing
   bool standardize = true;
   std::vector<int> log;
@@ -420,12 +422,9 @@ void parse_kinds(const Value& pre, Config& cfg, const std::vector<char>& is_log,
   }
 }
 
-Config parse_config(const Value& doc, int version, const Fail& fail) {
-  Config cfg;
-  Doc top{doc, "", fail};
-  const Value& flow = top.get("flow");
-  if (!flow.is_object()) throw fail("'flow' must be an object");
-  Doc f{flow, "flow.", fail};
+// One flow's configuration (the 'flow' object, or one member of an ensemble's): `ctx` names it in errors.
+void parse_flow(const Value& flow, const std::string& ctx, Config& cfg, const Fail& fail) {
+  Doc f{flow, ctx, fail};
   cfg.family = f.string("family");
   std::set<std::string> keys = {"family", "features", "context", "bijectors", "hidden", "activation",
                                 "permutation", "seed", "dropout", "batch_norm", "actnorm"};
@@ -434,34 +433,35 @@ Config parse_config(const Value& doc, int version, const Fail& fail) {
   } else if (cfg.family == "crqs" || cfg.family == "arqs") {
     for (const char* k : {"knots", "range", "min_bin_width", "min_bin_height", "min_derivative"}) keys.insert(k);
   } else {
-    throw fail("flow.family " + quoted(cfg.family) + " is not supported (maf, realnvp, crqs, arqs)");
+    throw fail(ctx + "family " + quoted(cfg.family) + " is not supported (maf, realnvp, crqs, arqs" +
+               (ctx == "flow." ? ", ensemble)" : "; an ensemble's members are single flows)"));
   }
-  f.only_keys(keys, "the flow configuration");
+  f.only_keys(keys, ctx == "flow." ? std::string("the flow configuration") : "the configuration " + ctx);
   cfg.autoregressive = cfg.family == "maf" || cfg.family == "arqs";
   cfg.D = static_cast<int>(f.integer("features", 1, kMaxFeatures));
   cfg.C = static_cast<int>(f.integer("context", 0, kMaxFeatures));
   cfg.bijectors = static_cast<int>(f.integer("bijectors", 1, kMaxBijectors));
   const Value& hid = f.get("hidden");
   if (!hid.is_array() || hid.as_array().empty() || static_cast<std::int64_t>(hid.as_array().size()) > kMaxHiddenLayers)
-    throw fail("flow.hidden must be a list of 1 to " + std::to_string(kMaxHiddenLayers) + " layer widths");
+    throw fail(ctx + "hidden must be a list of 1 to " + std::to_string(kMaxHiddenLayers) + " layer widths");
   for (const Value& h : hid.as_array()) {
     if (!h.is_number() || !h.is_integer() || h.as_int64() < 1 || h.as_int64() > kMaxWidth)
-      throw fail("flow.hidden holds " + Doc::describe(h) + "; widths must be integers in [1, " +
+      throw fail(ctx + "hidden holds " + Doc::describe(h) + "; widths must be integers in [1, " +
                  std::to_string(kMaxWidth) + "]");
     cfg.hidden.push_back(static_cast<int>(h.as_int64()));
   }
   cfg.act = parse_activation(f.string("activation"), fail);
   cfg.permutation = f.string("permutation");
   if (cfg.permutation != "reverse" && cfg.permutation != "random" && cfg.permutation != "none")
-    throw fail("flow.permutation " + quoted(cfg.permutation) + " is not one of reverse, random, none");
+    throw fail(ctx + "permutation " + quoted(cfg.permutation) + " is not one of reverse, random, none");
   f.integer("seed", 0, std::numeric_limits<std::int64_t>::max());
   cfg.dropout = f.number("dropout");
-  if (!(cfg.dropout >= 0 && cfg.dropout < 1)) throw fail("flow.dropout must be in [0, 1), got " + num(cfg.dropout));
+  if (!(cfg.dropout >= 0 && cfg.dropout < 1)) throw fail(ctx + "dropout must be in [0, 1), got " + num(cfg.dropout));
   cfg.batch_norm = f.boolean("batch_norm");
   cfg.actnorm = f.boolean("actnorm");
   if (cfg.family == "maf" || cfg.family == "realnvp") {
     cfg.log_scale_clamp = f.number("log_scale_clamp");
-    if (!(cfg.log_scale_clamp > 0)) throw fail("flow.log_scale_clamp must be > 0, got " + num(cfg.log_scale_clamp));
+    if (!(cfg.log_scale_clamp > 0)) throw fail(ctx + "log_scale_clamp must be > 0, got " + num(cfg.log_scale_clamp));
   } else {
     cfg.knots = static_cast<int>(f.integer("knots", 2, kMaxKnots));
     cfg.rqs.bound = f.number("range");
@@ -471,10 +471,60 @@ Config parse_config(const Value& doc, int version, const Fail& fail) {
     try {
       validate_rqs(cfg.knots, cfg.rqs);
     } catch (const std::invalid_argument& e) {
-      throw fail(std::string("invalid spline options in 'flow': ") + e.what());
+      throw fail("invalid spline options in '" + ctx.substr(0, ctx.size() - 1) + "': " + e.what());
     }
     if (!(cfg.rqs.min_derivative < 1))
-      throw fail("flow.min_derivative must be < 1, got " + num(cfg.rqs.min_derivative));
+      throw fail(ctx + "min_derivative must be < 1, got " + num(cfg.rqs.min_derivative));
+  }
+}
+
+// Members of one ensemble share every option but the seed (what nfhep train --ensemble writes; the engine
+// sizes one workspace for all of them).
+bool same_flow(const Config& a, const Config& b) {
+  return a.family == b.family && a.D == b.D && a.C == b.C && a.bijectors == b.bijectors && a.hidden == b.hidden &&
+         a.act == b.act && a.permutation == b.permutation && a.dropout == b.dropout && a.batch_norm == b.batch_norm &&
+         a.actnorm == b.actnorm && a.log_scale_clamp == b.log_scale_clamp && a.knots == b.knots &&
+         a.rqs.bound == b.rqs.bound && a.rqs.min_bin_width == b.rqs.min_bin_width &&
+         a.rqs.min_bin_height == b.rqs.min_bin_height && a.rqs.min_derivative == b.rqs.min_derivative;
+}
+
+Config parse_config(const Value& doc, int version, const Fail& fail) {
+  Config cfg;
+  Doc top{doc, "", fail};
+  const Value& flow = top.get("flow");
+  if (!flow.is_object()) throw fail("'flow' must be an object");
+  const Value* fam = flow.find("family");
+  const bool ensemble = fam && fam->is_string() && fam->as_string() == "ensemble";
+  if (ensemble != (version == 3))
+    throw fail(ensemble ? "an ensemble of flows needs model-file version 3, this file is version " + std::to_string(version)
+                        : std::string("a version 3 file holds an ensemble of flows, this one's flow.family is ") +
+                              (fam ? Doc::describe(*fam) : std::string("(missing)")));
+  if (ensemble) {
+    Doc f{flow, "flow.", fail};
+    f.only_keys({"family", "features", "context", "members"}, "the ensemble configuration");
+    const Value& mem = f.get("members");
+    if (!mem.is_array() || mem.as_array().size() < 2 || mem.as_array().size() > static_cast<std::size_t>(kMaxMembers))
+      throw fail("flow.members must be a list of 2 to " + std::to_string(kMaxMembers) + " flow configurations");
+    for (std::size_t k = 0; k < mem.as_array().size(); ++k) {
+      const Value& mk = mem.as_array()[k];
+      const std::string ctx = "flow.members[" + std::to_string(k) + "].";
+      if (!mk.is_object()) throw fail(ctx.substr(0, ctx.size() - 1) + " must be an object");
+      Config c;
+      parse_flow(mk, ctx, c, fail);
+      if (k > 0 && !same_flow(c, cfg.members[0]))
+        throw fail(ctx.substr(0, ctx.size() - 1) + " differs from flow.members[0] in an option other than 'seed' "
+                   "(an ensemble's members share one configuration)");
+      cfg.members.push_back(std::move(c));
+    }
+    const Config& m0 = cfg.members[0];
+    cfg.D = static_cast<int>(f.integer("features", 1, kMaxFeatures));
+    cfg.C = static_cast<int>(f.integer("context", 0, kMaxFeatures));
+    if (cfg.D != m0.D || cfg.C != m0.C)
+      throw fail("flow.features/context (" + std::to_string(cfg.D) + ", " + std::to_string(cfg.C) +
+                 ") differ from the members' (" + std::to_string(m0.D) + ", " + std::to_string(m0.C) + ")");
+    cfg.family = "ensemble";
+  } else {
+    parse_flow(flow, "flow.", cfg, fail);
   }
   // preprocessing
   const Value& pre = top.get("preprocessing");
@@ -751,7 +801,7 @@ Net<T> read_net(Tensors& ts, const Config& cfg, const std::string& prefix, int i
 }
 
 template <class T>
-void build_model(Model<T>& m, Tensors& ts, const Config& cfg) {
+void build_layers(Model<T>& m, Tensors& ts, const Config& cfg, const std::string& prefix) {
   m.D = cfg.D;
   m.C = cfg.C;
   m.split = cfg.D / 2;
@@ -772,7 +822,7 @@ void build_model(Model<T>& m, Tensors& ts, const Config& cfg) {
   int idx = 0;
   for (int i = 0; i < cfg.bijectors; ++i) {
     if (i > 0 && cfg.permutation != "none") {
-      const std::string pre = "flow.layers." + std::to_string(idx++) + ".";
+      const std::string pre = prefix + std::to_string(idx++) + ".";
       const auto perm = ts.ints(pre + "perm", shp({D}));
       const auto inv = ts.ints(pre + "inverse_perm", shp({D}));
       Layer<T> L;
@@ -797,7 +847,7 @@ void build_model(Model<T>& m, Tensors& ts, const Config& cfg) {
       m.layers.push_back(std::move(L));
     }
     if (cfg.actnorm) {
-      const std::string pre = "flow.layers." + std::to_string(idx++) + ".";
+      const std::string pre = prefix + std::to_string(idx++) + ".";
       Layer<T> L;
       L.kind = LayerKind::actnorm;
       L.log_scale = cast<T>(ts.floats(pre + "log_scale", shp({D})));
@@ -808,7 +858,7 @@ void build_model(Model<T>& m, Tensors& ts, const Config& cfg) {
       L.sum_log_scale = s;
       m.layers.push_back(std::move(L));
     }
-    const std::string pre = "flow.layers." + std::to_string(idx++) + ".conditioner.";
+    const std::string pre = prefix + std::to_string(idx++) + ".conditioner.";
     Layer<T> L;
     if (cfg.autoregressive) {
       L.kind = LayerKind::autoregressive;
@@ -819,6 +869,22 @@ void build_model(Model<T>& m, Tensors& ts, const Config& cfg) {
     }
     m.layers.push_back(std::move(L));
   }
+}
+
+// The flow's layers (one flow: under "flow.layers."; an ensemble: member k's under
+// "flow.members.k.layers.", in m.members[k]) and the preprocessing (in m).
+template <class T>
+void build_model(Model<T>& m, Tensors& ts, const Config& cfg) {
+  if (cfg.members.empty()) {
+    build_layers(m, ts, cfg, "flow.layers.");
+  } else {
+    m.D = cfg.D;
+    m.C = cfg.C;
+    m.members.resize(cfg.members.size());
+    for (std::size_t k = 0; k < cfg.members.size(); ++k)
+      build_layers(m.members[k], ts, cfg.members[k], "flow.members." + std::to_string(k) + ".layers.");
+  }
+  const std::uint64_t D = static_cast<std::uint64_t>(cfg.D), C = static_cast<std::uint64_t>(cfg.C);
   // preprocessing
   const auto mean = ts.floats("preprocessing.mean", shp({D}));
   const auto sd = ts.floats("preprocessing.std", shp({D}));

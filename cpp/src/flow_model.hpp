@@ -99,7 +99,17 @@ struct Model {
   std::vector<std::vector<T>> q_v, q_u, q_s;     ///< quantile maps: knots (v, u) and segment slopes (empty: none)
   int max_width = 0;              ///< widest hidden layer
   int max_params = 0;             ///< widest conditioner output
+  /// An ensemble (family "ensemble"): the member flows' layers (and their D, C, transformer, widths);
+  /// this Model then holds the shared preprocessing and no layers. Empty for a single flow.
+  std::vector<Model<T>> members;
 };
+
+/// The Model whose layers give the workspace's shapes: a single flow itself, an ensemble its first member
+/// (every member has the same configuration but the seed).
+template <class T>
+const Model<T>& shape_model(const Model<T>& m) {
+  return m.members.empty() ? m : m.members.front();
+}
 
 struct FlowImpl {
   std::string path;
@@ -133,7 +143,10 @@ struct Scratch {
   T* const* hid = nullptr;  ///< per hidden layer: R x width
   double* ld = nullptr;     ///< R: flow log-det
   double* pre = nullptr;    ///< R: preprocessing log-det
-  double* z = nullptr;      ///< R x D: latent draws
+  double* z = nullptr;      ///< R x D: latent draws (log_prob of an ensemble: the preprocessed u)
+  double* acc = nullptr;    ///< 2 R: an ensemble's running logsumexp (maximum, sum)
+  T* u_out = nullptr;       ///< R x D: an ensemble's sampled u, gathered back from the members
+  T* ctx_all = nullptr;     ///< R x C: an ensemble's standardised context of every row
   unsigned char* bad = nullptr;  ///< R: 0 ok, 1 outside the support, 2 NaN
 };
 

@@ -67,7 +67,9 @@ class Engine:
         Input columns (branch names) and context names, in order.
     dtype : {"float32", "float64"}
         The model's precision (inputs of the other precision are converted to it).
-    family : {"maf", "realnvp", "crqs", "arqs"}
+    family : {"maf", "realnvp", "crqs", "arqs", "ensemble"}
+    members : int
+        The number of flows averaged (an ensemble's, ``nfhep train --ensemble``); 1 for a single flow.
     checksum : str
         SHA-256 of the tensors (as stored in, and checked against, the file).
     metadata : dict
@@ -101,6 +103,7 @@ class Engine:
         self.context_features = list(self._flow.context_features)
         self.dtype = str(self._flow.dtype)
         self.family = str(self._flow.family)
+        self.members = int(self._flow.members)
         self.checksum = str(self._flow.checksum)
         self.lower_bounds = np.asarray(self._flow.lower_bounds, dtype=np.float64)
         self.upper_bounds = np.asarray(self._flow.upper_bounds, dtype=np.float64)
@@ -112,13 +115,19 @@ class Engine:
 
     def __repr__(self) -> str:
         ctx = f", context={self.context_features}" if self.context_features else ""
-        return f"Engine({self.path!r}, family={self.family!r}, features={self.features}{ctx}, dtype={self.dtype})"
+        ens = f", members={self.members}" if self.members > 1 else ""
+        return (
+            f"Engine({self.path!r}, family={self.family!r}{ens}, features={self.features}{ctx}, "
+            f"dtype={self.dtype})"
+        )
 
     def _context(self, func: str, context: Any, dtype: np.dtype) -> np.ndarray | None:
         if context is None:
             return None
         if not isinstance(context, np.ndarray):
-            raise TypeError(f"{func}: argument 'context' must be a numpy.ndarray, got {type(context).__name__}")
+            raise TypeError(
+                f"{func}: argument 'context' must be a numpy.ndarray, got {type(context).__name__}"
+            )
         if context.dtype != dtype:
             raise TypeError(
                 f"{func}: argument 'context' has dtype {context.dtype}, expected {dtype} (the dtype of the events)"
@@ -144,6 +153,21 @@ class Engine:
         func = "Engine.log_prob"
         x = _events(func, "x", x, len(self.features))
         return self._flow.log_prob(x, self._context(func, context, x.dtype))
+
+    def log_prob_members(
+        self, x: np.ndarray, context: np.ndarray | None = None, *, return_log_prob: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        r"""Each member flow's log-density :math:`\log p_k(x \mid c)`, ``(N, members)`` of ``x``'s dtype.
+
+        :meth:`log_prob` is :math:`\log \frac1M \sum_k p_k`; the spread over the members (e.g. their
+        standard deviation) estimates the model's uncertainty at each event. For a single flow the one
+        column equals :meth:`log_prob`. Arguments as :meth:`log_prob`; with ``return_log_prob`` also
+        :meth:`log_prob` of the events (bit for bit, from the same pass).
+        """
+        func = "Engine.log_prob_members"
+        x = _events(func, "x", x, len(self.features))
+        members, lp = self._flow.log_prob_members(x, self._context(func, context, x.dtype))
+        return (members, lp) if return_log_prob else members
 
     def in_support(self, x: np.ndarray) -> np.ndarray:
         """Whether each event lies inside the model's support (bounds, log features > 0, finite), ``(N,)`` bool."""
@@ -188,7 +212,9 @@ class Engine:
         if dtype is not None and dtype not in ("float32", "float64"):
             raise ValueError(f"{func}: argument 'dtype' must be 'float32' or 'float64', got {dtype!r}")
         ctx = self._context(func, context, out_dtype)
-        x, lp = self._flow.sample(n, seed, first_index, ctx, "" if dtype is None else dtype, bool(return_log_prob))
+        x, lp = self._flow.sample(
+            n, seed, first_index, ctx, "" if dtype is None else dtype, bool(return_log_prob)
+        )
         return (x, lp) if return_log_prob else x
 
     def latent(self, n: int, *, seed: int = 0, first_index: int = 0) -> np.ndarray:

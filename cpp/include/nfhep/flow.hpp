@@ -7,7 +7,9 @@
 //   flow.sample(n, /*seed=*/42, /*first_index=*/0, out.data());   // n x D, the same events for any
 //                                                                 // thread count and batch split
 //
-// All four families (MAF, RealNVP, C-RQS, A-RQS), with and without context, float32 and float64 models.
+// All four families (MAF, RealNVP, C-RQS, A-RQS) and ensembles of them (an equal-weight mixture: the density
+// is the average of the members' densities; sample() draws each event's member from the event's stream),
+// with and without context, float32 and float64 models.
 // The model's preprocessing (bounds, log, standardisation) is applied inside: callers pass raw values.
 // Events outside the model's support (a bounded feature outside its open interval, a log feature <= 0)
 // get log p = -inf; an event with a NaN feature, or a NaN or infinite context value, gets NaN.
@@ -79,7 +81,9 @@ class NFHEP_API Flow {
   const std::vector<std::string>& features() const;          ///< branch names, in input column order
   const std::vector<std::string>& context_features() const;  ///< context names, in order
   bool is_float32() const;            ///< the model's dtype: float32 (true) or float64
-  const std::string& family() const;  ///< "maf", "realnvp", "crqs" or "arqs"
+  const std::string& family() const;  ///< "maf", "realnvp", "crqs", "arqs" or "ensemble"
+  /// The number of flows averaged: an ensemble's members (nfhep train --ensemble), 1 for a single flow.
+  std::size_t num_members() const;
   const std::string& path() const;    ///< the file it was loaded from (or the name given to from_bytes)
   const std::string& checksum() const;  ///< the tensors' SHA-256 (hex), as in the file
   const std::string& metadata_json() const;  ///< the file's "nfhep" metadata document (JSON text)
@@ -100,6 +104,15 @@ class NFHEP_API Flow {
   void log_prob(Workspace& ws, const float* x, std::size_t n, float* out, const float* context = nullptr) const;
   void log_prob(Workspace& ws, const double* x, std::size_t n, double* out,
                 const double* context = nullptr) const;
+
+  /// Each member flow's log p_k(x | c) (an ensemble's; for a single flow the same as log_prob): out is
+  /// n x num_members() row-major. log_prob is log((1/M) sum_k p_k); the spread over k estimates the
+  /// model's uncertainty at x. log_prob (optional, n values): log_prob() of the events, bit for bit, from
+  /// the same pass. Parallel over fixed chunks.
+  void log_prob_members(const float* x, std::size_t n, float* out, const float* context = nullptr,
+                        float* log_prob = nullptr) const;
+  void log_prob_members(const double* x, std::size_t n, double* out, const double* context = nullptr,
+                        double* log_prob = nullptr) const;
 
   /// 1 where the event lies inside the model's support (every bounded feature strictly inside its bounds,
   /// every log feature > 0, no NaN), else 0.
