@@ -112,6 +112,8 @@ class _ModelInfo:
     context_features: tuple[str, ...]
     logp_branch: str
     support_branch: str
+    members: int = 1
+    std_branch: str | None = None  # an ensemble's: the standard deviation of its members' log p
 
     def provenance(self) -> dict[str, Any]:
         return {
@@ -124,7 +126,9 @@ class _ModelInfo:
             "dtype": self.dtype,
             "features": list(self.features),
             "context_features": list(self.context_features),
-            "branches": {"logp": self.logp_branch, "in_support": self.support_branch},
+            "branches": {"logp": self.logp_branch, "in_support": self.support_branch}
+            | ({"logp_std": self.std_branch} if self.std_branch else {}),
+            "members": self.members,
         }
 
 
@@ -430,6 +434,8 @@ def _run_task(task: _Task, models: Sequence[_ModelInfo], report: Callable[[int],
     for m in models:
         types_out[m.logp_branch] = np.dtype(m.dtype)
         types_out[m.support_branch] = np.dtype(np.bool_)
+        if m.std_branch:
+            types_out[m.std_branch] = np.dtype(m.dtype)
     if task.llr_branch:
         types_out[task.llr_branch] = np.dtype(np.float64)
 
@@ -472,11 +478,19 @@ def _run_task(task: _Task, models: Sequence[_ModelInfo], report: Callable[[int],
                     dt = np.dtype(m.dtype)
                     x = _columns(arrays, m.features, dt, n)
                     c = _columns(arrays, m.context_features, dt, n) if m.context_features else None
-                    lp = eng.log_prob(x, c)
+                    if m.std_branch:  # one pass gives log p and every member's
+                        each, lp = eng.log_prob_members(x, c, return_log_prob=True)
+                        with np.errstate(invalid="ignore"):
+                            sd = each.astype(np.float64).std(axis=1).astype(each.dtype)
+                    else:
+                        lp = eng.log_prob(x, c)
                     sup = eng.in_support(x)
                     if bad is not None:
                         lp[bad] = np.nan
                         sup[bad] = False
+                    if m.std_branch:
+                        sd[~np.isfinite(lp)] = np.nan
+                        chunk[m.std_branch] = sd
                     chunk[m.logp_branch] = lp
                     chunk[m.support_branch] = sup
                     lps.append(lp)
@@ -772,10 +786,14 @@ def _plan(
                 context_features=tuple(eng.context_features),
                 logp_branch=logp,
                 support_branch=sup,
+                members=eng.members,
+                std_branch=f"{logp}_std" if eng.members > 1 else None,
             )
         )
     llr_branch = f"{prefix}llr" if llr else None
-    out_names = [b for m in infos for b in (m.logp_branch, m.support_branch)] + ([llr_branch] if llr else [])
+    out_names = [
+        b for m in infos for b in (m.logp_branch, m.support_branch, m.std_branch) if b is not None
+    ] + ([llr_branch] if llr else [])
     for b in out_names:
         _check_branch_name(b, "output branch")
     if len(set(out_names)) != len(out_names):

@@ -757,6 +757,8 @@ def onnx_model(model_or_path: Any, *, opset: int = DEFAULT_OPSET, dtype: str = "
     if dtype not in _DTYPES:
         raise ValueError(f"export_onnx: argument 'dtype' must be 'float32' or 'float64', got {dtype!r}")
     model, provenance = _resolve(model_or_path)
+    from .flows import Ensemble
+
     flow, pre = model.flow, model.preprocessing
     if pre.features is None:  # pragma: no cover - Model allocates the buffers
         raise ValueError("export_onnx: the model's preprocessing has no features")
@@ -771,13 +773,26 @@ def onnx_model(model_or_path: Any, *, opset: int = DEFAULT_OPSET, dtype: str = "
         ctx = g.div(centred, g.const(_np(pre.context_std, g.dtype), "context_std"), "ctx")
         bad_c = g.op("Or", [g.op("IsNaN", [ctx], "ctx_isnan"), g.op("IsInf", [ctx], "ctx_isinf")], "ctx_bad")
         row_nan = g.op("Or", [row_nan, g.any_rows(bad_c, "row_ctx_bad")], "row_nan_any")
-    with torch.no_grad():
-        z, ld_flow = _layers(g, flow, u, ctx)
-    # base: -|z|^2 / 2 - (D/2) log 2 pi; then + flow log-det + preprocessing log-det (Model.log_prob order)
-    sq = g.row_sum(g.mul(z, z, "z2"), "z2_sum")
-    lp = g.sub(g.mul(g.scalar(-0.5), sq, "base_q"), g.scalar(0.5 * d * _LOG_2PI), "base_log_prob")
-    if ld_flow is not None:
-        lp = g.add(lp, ld_flow, "flow_log_prob")
+
+    def flow_log_prob(member: Any) -> str:
+        # base: -|z|^2 / 2 - (D/2) log 2 pi; then + flow log-det (Model.log_prob order)
+        with torch.no_grad():
+            z, ld_flow = _layers(g, member, u, ctx)
+        sq = g.row_sum(g.mul(z, z, "z2"), "z2_sum")
+        lp = g.sub(g.mul(g.scalar(-0.5), sq, "base_q"), g.scalar(0.5 * d * _LOG_2PI), "base_log_prob")
+        return lp if ld_flow is None else g.add(lp, ld_flow, "flow_log_prob")
+
+    if isinstance(flow, Ensemble):
+        # log (1/M) sum_k p_k = max + log sum_k exp(lp_k - max) - log M (Max and Sum are variadic)
+        lps = [flow_log_prob(member) for member in flow.members]
+        mx = g.op("Max", lps, "members_max")
+        terms = [g.op("Exp", [g.sub(lk, mx, "member_shifted")], "member_exp") for lk in lps]
+        total = g.op("Log", [g.op("Sum", terms, "members_sum")], "members_log_sum")
+        lp = g.sub(g.add(mx, total, "members_lse"), g.scalar(math.log(len(flow.members))), "mixture_log_prob")
+        what = f"an ensemble of {len(flow.members)} flows of {len(flow.members[0].layers)} layers"
+    else:
+        lp = flow_log_prob(flow)
+        what = f"{len(flow.layers)} flow layers"
     lp = g.add(lp, ld_pre, "model_log_prob")
     lp = g.where(row_oos, g.scalar(-math.inf), lp, "log_prob_support")
     final = helper.make_node("Where", [row_nan, g.scalar(math.nan), lp], ["log_prob"], name="n_log_prob")
@@ -795,7 +810,7 @@ def onnx_model(model_or_path: Any, *, opset: int = DEFAULT_OPSET, dtype: str = "
         initializer=g.initializers,
         doc_string=(
             f"log p(x | context) of an nfhep {flow.family} model in data units (preprocessing, "
-            f"{len(flow.layers)} flow layers, standard normal base); x: (N, {d}) features {model.features}"
+            f"{what}, standard normal base); x: (N, {d}) features {model.features}"
             + (f"; context: (N, {c}) {model.context_features}" if c else "")
         ),
     )

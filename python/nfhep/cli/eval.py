@@ -14,6 +14,8 @@ input file, a ROOT file with a tree of the same entries in the same order (a fri
   <prefix><name>_logp, <prefix><name>_in_support  several models (--model A --model B; name: --name
                                                  or the file stem, e.g. sig-v2.safetensors -> sig_v2)
   <prefix>llr                                   with --llr: logp of the first model minus the second
+  <prefix>logp_std (<prefix><name>_logp_std)     an ensemble (nfhep train --ensemble): the standard
+                                                 deviation of its members' log p, an uncertainty
 The tree is <tree>_nf (--out-tree); the models' provenance (file name, sha256, checksum, features,
 nfhep version) is stored as the TObjString "nfhep_provenance" (JSON). --full-copy writes the input's
 branches plus the new ones instead. Inputs: file.root, file.root:tree, or glob patterns.

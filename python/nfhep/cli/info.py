@@ -62,6 +62,16 @@ def run(args: argparse.Namespace, *, out=None) -> int:
     meta = d["metadata"]
     flow = dict(meta.get("flow", {}))
     family = flow.pop("family", "?")
+    members = flow.get("members") if family == "ensemble" else None
+    if isinstance(members, list) and members and isinstance(members[0], dict):
+        # an ensemble: the members share every option but the seed
+        seeds = [m.get("seed") for m in members]
+        flow = {k: v for k, v in members[0].items() if k not in ("family", "seed")}
+        flow["seeds"] = seeds
+        family = (
+            f"ensemble of {len(members)} {members[0].get('family', '?')} flows (the average of their "
+            "densities)"
+        )
     lines = [
         f"model file   {d['path']}",
         f"format       {meta['format']} version {meta['version']}",
@@ -102,7 +112,14 @@ def run(args: argparse.Namespace, *, out=None) -> int:
             lines.append(f"  {k:<16} {prov[k]}")
     hist = prov.get("history")
     if isinstance(hist, dict):
-        lines.append("  history          " + ", ".join(f"{k}={_fmt(v)}" for k, v in hist.items()))
+        per = hist.get("members")
+        lines.append(
+            "  history          " + ", ".join(f"{k}={_fmt(v)}" for k, v in hist.items() if k != "members")
+        )
+        if isinstance(per, list):
+            for i, h in enumerate(per):
+                if isinstance(h, dict):
+                    lines.append(f"    member {i}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in h.items()))
     data = prov.get("data")
     if isinstance(data, dict):
         lines.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -32,7 +33,8 @@ and evaluated by the C++ engine too (docs/model-format.md, docs/preprocessing.md
 The network width and the epoch cap are chosen from the number of training events unless given
 (--no-size-defaults keeps the papers' 3x128 and 200): 2x32 below 20,000 events, 3x64 below 200,000,
 3x128 above; the cap grows so small samples get at least ~5000 optimiser steps; a MAF gets 8
-bijectors below 200,000 events (nfhep.defaults).
+bijectors below 200,000 events, and below 20,000 events an ensemble of 3 flows is trained and saved as
+their equal-weight mixture (--ensemble M; nfhep.defaults).
 
 Otherwise the defaults follow the NFlikelihood papers (arXiv:2309.09743): A-RQS with 2 bijectors,
 Adam lr 1e-3, batch 512, learning rate x0.2 on plateaus, early stopping with restored best weights,
@@ -112,6 +114,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "clip_grad_norm": None,
     "val_split": 0.2,
     "seed": 0,
+    "ensemble": 1,
     "output": None,
     "quiet": False,
 }
@@ -119,7 +122,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 _LIST_KEYS = {"data", "features", "context", "log_features", "periodic", "discrete"}
 
 #: Options that ``--size-defaults`` (on by default) chooses from the number of training events unless given.
-SIZE_KEYS = ("hidden", "epochs", "bijectors")
+SIZE_KEYS = ("hidden", "epochs", "bijectors", "ensemble")
 
 
 def _split_list(value: Any) -> list[str] | None:
@@ -268,7 +271,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         dest="size_defaults",
         action="store_false",
         default=S,
-        help="keep hidden 3x128 and 200 epochs whatever the number of events",
+        help="keep hidden 3x128, 200 epochs, 2 bijectors and one flow (no ensemble) whatever the number "
+        "of events",
     )
     g = p.add_argument_group("flow (continued)")
     g.add_argument("--dropout", type=float, default=S, help="dropout in the conditioner hidden layers [0]")
@@ -302,6 +306,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip-grad-norm", type=float, default=S, help="clip the gradient norm (off by default)")
     g.add_argument("--val-split", type=float, default=S, help="validation fraction, random and seeded [0.2]")
     g.add_argument("--seed", type=int, default=S, help="seed for weights, split and shuffling [0]")
+    g.add_argument(
+        "--ensemble",
+        type=int,
+        default=S,
+        metavar="M",
+        help="train M flows (seeds SEED..SEED+M-1, each its own validation split, one shared "
+        "preprocessing) and save their equal-weight mixture: the density is the average of the M "
+        "densities, samples come from the mixture, the spread of the M log-densities estimates the "
+        "uncertainty (nfhep eval writes it as <prefix>logp_std). [3 below 20,000 events, else 1: "
+        "nfhep.defaults]",
+    )
     g.add_argument(
         "--nproc",
         type=int,
@@ -383,7 +398,7 @@ def resolve_options(args: argparse.Namespace | Mapping[str, Any]) -> dict[str, A
         raise ValueError("-o/--output is required (the model file to write, e.g. model.safetensors)")
     if opts["flow"] not in ("maf", "realnvp", "crqs", "arqs"):
         raise ValueError(f"--flow must be maf, realnvp, crqs or arqs, got {opts['flow']!r}")
-    for k in ("bijectors", "epochs", "batch_size", "knots", "step_size"):
+    for k in ("bijectors", "epochs", "batch_size", "knots", "step_size", "ensemble"):
         if not isinstance(opts[k], int) or isinstance(opts[k], bool) or opts[k] < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be a positive integer, got {opts[k]!r}")
     for k in ("patience", "lr_patience", "seed"):
@@ -399,6 +414,10 @@ def resolve_options(args: argparse.Namespace | Mapping[str, Any]) -> dict[str, A
     for k in ("l1", "l2"):
         if float(opts[k]) < 0:
             raise ValueError(f"--{k} must be >= 0, got {opts[k]!r}")
+    from nfhep.flows import MAX_MEMBERS
+
+    if opts["ensemble"] > MAX_MEMBERS:
+        raise ValueError(f"--ensemble must be at most {MAX_MEMBERS}, got {opts['ensemble']!r}")
     if not isinstance(opts["relative_angles"], bool):
         raise ValueError(f"option 'relative_angles' must be true or false, got {opts['relative_angles']!r}")
     if opts["dtype"] not in ("float32", "float64"):
@@ -660,41 +679,70 @@ def train_from_options(opts: Mapping[str, Any], *, out=None, world=None) -> dict
         )
     if opts["explain_preprocessing"]:
         return {"model": None, "history": None, "summary": None, "analysis": analysis}
-    size_choice = (
-        choose_size_defaults(opts, data.n_entries, explicit, out=out) if opts["size_defaults"] else []
-    )
-    torch.manual_seed(int(opts["seed"]))
-    model = Model.create(
-        opts["flow"],
-        list(opts["features"]),
-        context_features=tuple(opts["context"] or ()),
-        preprocess=analysis,
-        **flow_options(opts),
-    )
-    if opts["dtype"] == "float64":
-        model = model.to(torch.float64)
+    # data-parallel training trains one flow: no ensemble chosen for it
+    keep = explicit | ({"ensemble"} if distributed else set())
+    size_choice = choose_size_defaults(opts, data.n_entries, keep, out=out) if opts["size_defaults"] else []
+    members = int(opts["ensemble"])
+    if distributed and members > 1:
+        raise ValueError(
+            f"--ensemble {members} with data-parallel training is not supported: train with --ensemble 1, "
+            "or the ensemble in one process"
+        )
     fit_kw = fit_options(opts)
     if distributed:
         fit_kw["distributed"] = True
         if not rank0:
             fit_kw["progress"] = False
-    if opts["stream"]:
-        history = fit(model, data, **fit_kw)
-    elif distributed:
-        from nfhep.distributed import shard_rows
-
-        sl = shard_rows(len(data.x), world.rank, world.size)
-        history = fit(
-            model,
-            data.x[sl],
-            context=None if data.context is None else data.context[sl],
-            weights=None if data.weights is None else data.weights[sl],
-            **fit_kw,
+    trained, histories = [], []
+    for k in range(members):
+        seed_k = int(opts["seed"]) + k
+        if members > 1:
+            print(f"nfhep train: ensemble member {k + 1}/{members} (seed {seed_k})", file=out)
+        torch.manual_seed(seed_k)
+        model = Model.create(
+            opts["flow"],
+            list(opts["features"]),
+            context_features=tuple(opts["context"] or ()),
+            preprocess=analysis,
+            **{**flow_options(opts), "seed": seed_k},
         )
-    else:
-        history = fit(model, data.x, context=data.context, weights=data.weights, **fit_kw)
+        if opts["dtype"] == "float64":
+            model = model.to(torch.float64)
+        kw = {**fit_kw, "seed": seed_k}
+        if k > 0:  # one preprocessing for the whole ensemble: member 0's, fitted on its training rows
+            model.preprocessing = copy.deepcopy(trained[0].preprocessing)
+            kw["fit_preprocessing"] = False
+        if opts["stream"]:
+            history = fit(model, data, **kw)
+        elif distributed:
+            from nfhep.distributed import shard_rows
+
+            sl = shard_rows(len(data.x), world.rank, world.size)
+            history = fit(
+                model,
+                data.x[sl],
+                context=None if data.context is None else data.context[sl],
+                weights=None if data.weights is None else data.weights[sl],
+                **kw,
+            )
+        else:
+            history = fit(model, data.x, context=data.context, weights=data.weights, **kw)
+        trained.append(model)
+        histories.append(history)
+    if members > 1:
+        from nfhep.flows import Ensemble
+
+        model = Model(
+            Ensemble([m.flow for m in trained]),
+            trained[0].preprocessing,
+            list(opts["features"]),
+            tuple(opts["context"] or ()),
+        ).eval()
+        history = histories[0]
     hist = history.to_dict()
     summary = _history_summary(hist, history)
+    if members > 1:  # the top-level figures are member 0's (as "history"); every member's under "members"
+        summary = {**summary, "members": [_history_summary(h.to_dict(), h) for h in histories]}
     provenance = {
         "data": data.provenance(),
         "training": {k: opts[k] for k in sorted(opts) if k not in ("output", "quiet", "data")},
@@ -712,13 +760,25 @@ def train_from_options(opts: Mapping[str, Any], *, out=None, world=None) -> dict
         return {"model": None, "history": None, "summary": summary, "model_obj": model}
     path = modelfile.save(model, output, provenance=provenance)
     hpath = history_path(path)
-    _write_json_atomic(hpath, {"history": hist, "summary": summary, "options": _jsonable_opts(opts)})
-    print(
-        f"nfhep train: {summary.get('epochs_run')} epochs ({summary.get('stop_reason')}), "
-        f"best epoch {summary.get('best_epoch')}, val loss {summary.get('best_val_loss')}; "
-        f"wrote {path} and {hpath}",
-        file=out,
-    )
+    record = {"history": hist, "summary": summary, "options": _jsonable_opts(opts)}
+    if members > 1:  # "history" is member 0's (as before); every member's under "members"
+        record["members"] = [h.to_dict() for h in histories]
+    _write_json_atomic(hpath, record)
+    if members > 1:
+        per = summary["members"]
+        done = (
+            f"an ensemble of {members} flows: "
+            + ", ".join(f"{p['epochs_run']} epochs ({p['stop_reason']})" for p in per)
+            + "; best val loss "
+            + ", ".join(f"{p['best_val_loss']:.4g}" if p["best_val_loss"] is not None else "-" for p in per)
+            + " (each on its own validation rows)"
+        )
+    else:
+        done = (
+            f"{summary.get('epochs_run')} epochs ({summary.get('stop_reason')}), "
+            f"best epoch {summary.get('best_epoch')}, val loss {summary.get('best_val_loss')}"
+        )
+    print(f"nfhep train: {done}; wrote {path} and {hpath}", file=out)
     return {"model": str(path), "history": str(hpath), "summary": summary, "model_obj": model}
 
 
