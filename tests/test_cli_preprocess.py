@@ -106,12 +106,19 @@ def test_train_with_defaults_info_sample_and_engine(ntuple, tmp_path, capsys):
     assert main(["train", f"{ntuple}:events", "--features", FEATS, "-o", str(model), *FAST]) == 0
     log = capsys.readouterr().out
     assert "nfhep train: hidden 2x32: 2400 < 20,000 training events" in log
+    assert "nfhep train: ensemble 3: 2400 < 20,000 training events" in log
+    assert "ensemble member 3/3 (seed 2)" in log and "an ensemble of 3 flows" in log
     meta = nfhep.modelfile.read_metadata(model)
-    assert meta["version"] == 2 and meta["flow"]["hidden"] == [32, 32]
+    assert meta["version"] == 3 and meta["flow"]["family"] == "ensemble"
+    assert [m["seed"] for m in meta["flow"]["members"]] == [0, 1, 2]
+    assert all(m["hidden"] == [32, 32] for m in meta["flow"]["members"])
+    assert len(meta["provenance"]["history"]["members"]) == 3
     assert meta["provenance"]["preprocessing"][2]["kind"] == "periodic"
     assert main(["info", str(model)]) == 0
     info = capsys.readouterr().out
     assert "chosen from the data size" in info and "hidden 2x32" in info
+    assert "ensemble of 3 arqs flows" in info and "seeds          [0, 1, 2]" in info
+    assert "member 2: best_epoch=" in info
     assert "lep_phi" in info and "periodic: wrap into" in info
     assert "met_phi" in info and "periodic: wrap (x - lep_phi) into" in info
     assert meta["preprocessing"]["kinds"][COLLIDER_FEATURES.index("met_phi")]["relative_to"] == 2
@@ -141,13 +148,16 @@ def test_explicit_options_and_opt_outs(ntuple, tmp_path, capsys):
     args = ["train", f"{ntuple}:events", "--features", FEATS, "-o", str(model), *FAST]
     assert main([*args, "--hidden", "1x8"]) == 0
     log = capsys.readouterr().out
-    assert "hidden 2x32" not in log and nfhep.modelfile.read_metadata(model)["flow"]["hidden"] == [8]
+    flow = nfhep.modelfile.read_metadata(model)["flow"]
+    assert "hidden 2x32" not in log and flow["family"] == "ensemble"  # the ensemble is still chosen
+    assert all(m["hidden"] == [8] for m in flow["members"])
     model.unlink()
     assert main([*args, "--no-auto-preprocess", "--no-size-defaults"]) == 0
     log = capsys.readouterr().out
     meta = nfhep.modelfile.read_metadata(model)
     assert "preprocessing chosen" not in log and meta["version"] == 1
     assert meta["flow"]["hidden"] == [128, 128, 128] and "kinds" not in meta["preprocessing"]
+    assert meta["flow"]["family"] == "arqs"  # one flow: no ensemble without the size defaults
 
 
 def test_size_defaults_give_a_maf_depth():
@@ -159,5 +169,8 @@ def test_size_defaults_give_a_maf_depth():
     assert "bijectors" not in data_size_defaults(4000, 12, flow="arqs")[0]
     assert "bijectors" not in data_size_defaults(4000, 12)[0]
     assert "bijectors" not in data_size_defaults(4000, 12, flow="maf", explicit={"bijectors"})[0]
+    assert chosen["ensemble"] == 3 and any(w.startswith("ensemble 3:") for w in why)
+    assert data_size_defaults(30_000, 12)[0]["ensemble"] == 1
+    assert "ensemble" not in data_size_defaults(4000, 12, explicit={"ensemble"})[0]
     big, _ = data_size_defaults(300_000, 12, flow="maf")
     assert "bijectors" not in big and big["hidden"] == "3x128"  # the papers' EW-fit network above 200k

@@ -29,7 +29,21 @@ def ntuple(tmp_path_factory) -> Path:
     return d / "data.root"
 
 
-TINY = ["--bijectors", "1", "--hidden", "1x8", "--knots", "4", "--epochs", "2", "--batch-size", "256", "-q"]
+TINY = [
+    "--bijectors",
+    "1",
+    "--hidden",
+    "1x8",
+    "--knots",
+    "4",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "256",
+    "--ensemble",
+    "1",
+    "-q",
+]
 
 
 def test_train_info_sample_end_to_end(ntuple, tmp_path, capsys):
@@ -146,7 +160,9 @@ def test_config_file_and_override(ntuple, tmp_path, fmt):
     model = tmp_path / "m.safetensors"
     assert main(["train", "--config", str(cfg), "--epochs", "1", "-o", str(model)]) == 0  # flag wins
     meta = modelfile.read_metadata(model)
-    assert meta["flow"]["family"] == "maf"
+    # below 20,000 events: an ensemble of 3 (a size default; the config file does not set it)
+    assert meta["flow"]["family"] == "ensemble" and len(meta["flow"]["members"]) == 3
+    assert all(m["family"] == "maf" and m["hidden"] == [8] for m in meta["flow"]["members"])
     assert meta["provenance"]["training"]["epochs"] == 1
     assert meta["provenance"]["training"]["batch_size"] == 256
 

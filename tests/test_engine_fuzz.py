@@ -87,6 +87,11 @@ def corpus(tmp_path_factory) -> Path:
 
     for family, dtype in (("arqs", torch.float32), ("maf", torch.float64)):
         nfhep.save(_model(family, dtype)[0], out / f"{family}_kinds.safetensors")
+    # version 3: ensembles (member tensors under flow.members.k.)
+    from test_ensemble import _ensemble
+
+    nfhep.save(_ensemble("maf", context=2, dtype=torch.float32, key=3), out / "maf_ensemble.safetensors")
+    nfhep.save(_ensemble("crqs", members=2, key=4), out / "crqs_ensemble.safetensors")
     return out
 
 

@@ -238,7 +238,7 @@ def test_corrupted_header(saved, tmp_path):
 @pytest.mark.parametrize(
     ("edit", "match"),
     [
-        (lambda d: {**d, "version": 3}, "version 3 is not supported.*upgrade nfhep"),
+        (lambda d: {**d, "version": 4}, "version 4 is not supported.*upgrade nfhep"),
         (
             lambda d: {**d, "preprocessing": {**d["preprocessing"], "kinds": None}},
             "version 1.*'kinds'",

@@ -645,7 +645,7 @@ def test_cli_export_of_a_model_trained_with_defaults(tmp_path, capsys, flow):
     argv += ["-o", str(src)] + ([] if flow is None else ["--flow", flow])
     assert main(argv) == 0
     meta = modelfile.read_metadata(src)
-    assert meta["version"] == 2
+    assert meta["version"] == 3 and len(meta["flow"]["members"]) == 3  # 1,200 events: an ensemble of 3
     kinds = [None if k is None else k["kind"] for k in meta["preprocessing"]["kinds"]]
     assert kinds == [None, None, "periodic", "discrete", "spike", None, "periodic"]
     assert meta["preprocessing"]["kinds"][6]["relative_to"] == 2
