@@ -319,3 +319,21 @@ def test_functor_errors_are_clear(functor_runs):
     assert "Compute<5>" in errs["compute"] and "got 3 values" in errs["reader"]
     assert "slot 1000 but only 2 slots" in errs["slot"]
     assert "(no exception)" not in errs["model"] and "in.root" in errs["model"]
+
+
+@pytest.mark.parametrize("per_event", [False, True], ids=["batched", "per-event"])
+def test_eval_ntuple_of_an_ensemble(root_exe, ntuple, tmp_path, per_event):
+    # the macro's Workspace paths (batched per RDataFrame slot, and one event at a time) on a mixture
+    from test_ensemble import _ensemble
+
+    inp, arrays = ntuple
+    m = _ensemble("maf", d=3, context=2, dtype=torch.float32, key=8)
+    model = nfhep.save(m, tmp_path / "e.safetensors")
+    eng = nfhep.Engine(model)
+    assert eng.members == 3
+    extra = ("true", _q("nf")) if per_event else ()
+    r = eval_ntuple(root_exe, tmp_path, model, inp, tmp_path / "e.root", _q("lp"), "2", *extra)
+    assert ("per event" if per_event else "batched") in r.stdout
+    lp = _read(tmp_path / "e.root", "lp", tree="nf" if per_event else "events")
+    x, c = _inputs(eng, arrays, np.float32)
+    assert _rel(lp, eng.log_prob(x, c)) <= 1e-5
