@@ -201,6 +201,11 @@ class Engine:
     @property
     def upper_bounds(self) -> list[float]: ...
     def log_prob(self, x: _Array, context: _Array | None = None) -> _Array: ...  # (N,), x's dtype
+    @property
+    def members(self) -> int: ...  # flows averaged: an ensemble's, 1 for a single flow
+    def log_prob_members(
+        self, x: _Array, context: _Array | None = None
+    ) -> tuple[_Array, _Array]: ...  # ((N, members) each member's log p, (N,) log p), x's dtype
     def in_support(self, x: _Array) -> npt.NDArray[np.bool_]: ...
     def sample(
         self, n: int, seed: int, first_index: int, context: _Array | None, dtype: str, with_log_prob: bool
