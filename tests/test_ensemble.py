@@ -369,3 +369,18 @@ def test_train_ensemble_option_and_eval_std(tmp_path, capsys):
     assert main(["eval", str(one), f"{f}:t", "-o", str(tmp_path / "nf1.root"), "-q"]) == 0
     with uproot.open(tmp_path / "nf1.root") as fo:
         assert "nf_logp_std" not in fo["t_nf"].keys()
+
+
+def test_backend_reaches_every_member():
+    m = _ensemble("arqs")
+    m.flow.backend = "torch"
+    assert all(f.backend == "torch" for f in m.flow.members)
+    assert all(layer.backend == "torch" for f in m.flow.members for layer in f._backend_children())
+    x, _ = _events(50, 3, 0)
+    with torch.no_grad():
+        a = m.log_prob(torch.from_numpy(x)).numpy()
+        m.flow.backend = "cpp"
+        b = m.log_prob(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="backend must be"):
+        m.flow.backend = "gpu"

@@ -190,9 +190,12 @@ class Flow(nn.Module):
         if value not in ("auto", "cpp", "torch"):
             raise ValueError(f"backend must be 'auto', 'cpp' or 'torch', got {value!r}")
         self._backend = value
-        for layer in self.layers:
-            if hasattr(layer, "backend"):
-                layer.backend = value
+        for child in self._backend_children():
+            child.backend = value
+
+    def _backend_children(self) -> list[nn.Module]:
+        """The modules that take the backend setting (the layers with element-wise bijectors)."""
+        return [layer for layer in self.layers if hasattr(layer, "backend")]
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self._config.items() if k != "family")
@@ -593,17 +596,8 @@ class Ensemble(Flow):
     def config(self) -> dict[str, Any]:
         return {**self._config, "members": [m.config for m in self.members]}
 
-    @property
-    def backend(self) -> str:
-        return self._backend
-
-    @backend.setter
-    def backend(self, value: str) -> None:
-        if value not in ("auto", "cpp", "torch"):
-            raise ValueError(f"backend must be 'auto', 'cpp' or 'torch', got {value!r}")
-        self._backend = value
-        for m in self.members:
-            m.backend = value
+    def _backend_children(self) -> list[nn.Module]:
+        return list(self.members)
 
     def extra_repr(self) -> str:
         return f"members={len(self.members)}"
