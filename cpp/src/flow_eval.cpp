@@ -106,6 +106,7 @@ std::size_t scratch_size(const Model<T>& top, std::size_t R) {
   n += (m.transformer == Transformer::rqs ? rqs_work_size(m.K, false) : 0) + 16;
   n += R * hidden_total(m);
   if (!top.members.empty()) n += R * D + R * C;  // u_out, ctx_all
+  n += D;                                        // xrow
   // doubles and bytes, in units of T (rounded up)
   const std::size_t dbl = (4 * R + R * D) * sizeof(double) + R;
   n += (dbl + sizeof(T) - 1) / sizeof(T) + 16;
@@ -151,6 +152,7 @@ Scratch<T> carve(const Model<T>& top, WorkspaceImpl& ws) {
     s.u_out = take(R * D);
     s.ctx_all = take(R * C);
   }
+  s.xrow = take(D);
   std::size_t addr = reinterpret_cast<std::size_t>(p);
   addr = (addr + 63) & ~static_cast<std::size_t>(63);
   double* dp = reinterpret_cast<double*>(addr);
@@ -677,9 +679,7 @@ inline T continuum_inv(const Model<T>& m, std::size_t j, T v, double& ld) {
 template <class T, class Out>
 void postprocess(const Model<T>& m, std::size_t R, Scratch<T>& s, std::size_t r0, std::size_t r1, Out* out) {
   const std::size_t D = m.D;
-  std::vector<T> xrow(D);
-  bool any_relative = false;
-  for (std::size_t j = 0; j < D; ++j) any_relative = any_relative || m.relative_to[j] >= 0;
+  T* xrow = s.xrow;
   for (std::size_t r = r0; r < r1; ++r) {
     double ld = -static_cast<double>(m.sum_log_std);
     for (std::size_t j = 0; j < D; ++j) {
@@ -714,7 +714,7 @@ void postprocess(const Model<T>& m, std::size_t R, Scratch<T>& s, std::size_t r0
       }
       xrow[j] = x;
     }
-    if (any_relative)
+    if (m.any_relative)
       for (std::size_t j = 0; j < D; ++j) {
         const int rf = m.relative_to[j];
         if (rf < 0) continue;

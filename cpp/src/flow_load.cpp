@@ -928,6 +928,8 @@ void build_model(Model<T>& m, Tensors& ts, const Config& cfg) {
   m.period_b.assign(D, T(0));
   m.shift.assign(D, T(0));
   m.relative_to = cfg.relative_to.empty() ? std::vector<int>(D, -1) : cfg.relative_to;
+  m.any_relative = false;
+  for (int r : m.relative_to) m.any_relative = m.any_relative || r >= 0;
   m.values.assign(D, {});
   m.spike.assign(D, T(0));
   m.cell0.assign(D, T(0));

@@ -92,6 +92,7 @@ struct Model {
   std::vector<Special> special;   ///< per feature (none for version-1 files)
   std::vector<T> period_a, period_b, shift;      ///< periodic: [a, b) and the shift
   std::vector<int> relative_to;                  ///< periodic: the feature it is relative to (-1: none)
+  bool any_relative = false;                     ///< some relative_to >= 0
   std::vector<std::vector<T>> values;            ///< discrete: the allowed values (increasing)
   std::vector<T> spike, cell0, cell1, spike_split;  ///< spike: value, cell [c0, c1], sampling split
   std::vector<double> log_cell;                  ///< spike: log(c1 - c0)
@@ -147,6 +148,7 @@ struct Scratch {
   double* acc = nullptr;    ///< 2 R: an ensemble's running logsumexp (maximum, sum)
   T* u_out = nullptr;       ///< R x D: an ensemble's sampled u, gathered back from the members
   T* ctx_all = nullptr;     ///< R x C: an ensemble's standardised context of every row
+  T* xrow = nullptr;        ///< D: one event in data units while sampling (relative angles)
   unsigned char* bad = nullptr;  ///< R: 0 ok, 1 outside the support, 2 NaN
 };
 
