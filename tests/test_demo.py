@@ -60,10 +60,7 @@ def test_demo_tiny(tmp_path, capsys):
     with uproot.open(out / "samples.root") as f:
         assert f["events"].num_entries == 375
         assert set(f["events"].keys()) == {"x0", "x1", "x2"}
-    flow = modelfile.read_metadata(out / "model.safetensors")["flow"]
-    assert flow["family"] == "arqs" or (
-        flow["family"] == "ensemble" and {m["family"] for m in flow["members"]} == {"arqs"}
-    )
+    assert modelfile.read_metadata(out / "model.safetensors")["flow"]["family"] == "arqs"
 
 
 def test_run_demo_returns_figures(tmp_path):

@@ -105,6 +105,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bijectors", type=int, default=2, help="flow layers [2]")
     p.add_argument("--knots", type=int, default=8, help="spline bins [8]")
     p.add_argument("--range", type=float, default=5.0, help="spline range B [5]")
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        help="flows averaged, as nfhep train --ensemble (which chooses 3 below 20,000 training events); "
+        "the demo trains one to stay quick [1]",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of data, training and sampling [0]")
     p.add_argument("--no-c2st", action="store_true", help="skip the classifier two-sample test (faster)")
     p.add_argument(
@@ -162,12 +169,15 @@ def run_demo(args: argparse.Namespace, *, out=None) -> dict[str, Any]:
             "patience": args.patience,
             "lr_patience": max(1, args.patience // 2),
             "seed": args.seed,
+            "ensemble": getattr(args, "ensemble", 1),
             "output": str(model_path),
             "quiet": args.quiet,
         }
     )
     log(
-        f"training {args.flow} ({args.bijectors} bijectors, hidden {args.hidden}) "
+        f"training {args.flow} ({args.bijectors} bijectors, hidden {args.hidden}"
+        + (f", an ensemble of {args.ensemble}" if getattr(args, "ensemble", 1) > 1 else "")
+        + ") "
         f"for up to {args.epochs} epochs"
     )
     result = train_cli.train_from_options(opts, out=out)
