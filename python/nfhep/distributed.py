@@ -117,6 +117,23 @@ def init_from_env(*, backend: str | None = None, timeout: float | None = None) -
     return w
 
 
+def leave(*, ok: bool = True) -> None:
+    """Leave the process group: every rank first meets at a barrier (when ``ok``), then destroys it.
+
+    Without the barrier a rank that finished first tears down its end of the gloo connections (and rank 0
+    the rendezvous store) while a slower rank is still inside its last collective or its own teardown.
+    After a failure (``ok=False``) there is no barrier, as the other ranks may be gone; the group is
+    only destroyed. A no-op when no process group is initialised.
+    """
+    if not dist.is_initialized():
+        return
+    try:
+        if ok:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (for ``MASTER_PORT``)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -871,16 +871,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_rank(opts: Mapping[str, Any]) -> int:
     """One rank of a distributed job: join the process group, train, leave."""
-    import torch.distributed as dist
-
     from nfhep import distributed as nd
 
     world = nd.init_from_env()
+    ok = False
     try:
         train_from_options(opts, world=world)
+        ok = True
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        nd.leave(ok=ok)
     return 0
 
 
